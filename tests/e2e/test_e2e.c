@@ -159,6 +159,15 @@ static void test_lua_hooks_are_checked_in_the_sandbox(void **state) {
     free(model);
 }
 
+static void test_examples_compile_and_dry_run(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    set_cmd("%s examples/lua_hook/recipe.yaml -o %s/run_hook model_name_or_path=%s && %s/run_hook --dry-run "
+            "model_name_or_path=%s", llfc, tmp, model, tmp, model);
+    expect(0, "dry run: every input checked", cmd);
+    free(model);
+}
+
 static void test_check_prints_every_key_with_origin(void **state) {
     (void)state;
     set_cmd("%s check recipes/demo_lora_sft.yaml learning_rate=2e-4", llfc);
@@ -177,6 +186,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_damaged_trainer_says_so, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_recipes_write_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lua_hooks_are_checked_in_the_sandbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_examples_compile_and_dry_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_prints_every_key_with_origin, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
