@@ -123,15 +123,43 @@ static bool run_source(const Recipe *r, RecipeKeyId k, LuaBox *box, const LuaSou
     return false;
 }
 
+/* The recipe's template options, as the engine (lua/llfc/template.lua) takes them. */
+static void push_template_opts(lua_State *L, const Recipe *r, const LuaSource *src) {
+    lua_newtable(L);
+    lua_pushstring(L, src->origin);
+    lua_setfield(L, -2, "source");
+    if (!R_NULL(r, tool_format)) lua_pushstring(L, R_STR(r, tool_format)), lua_setfield(L, -2, "tool_format");
+    if (!R_NULL(r, default_system)) lua_pushstring(L, R_STR(r, default_system)), lua_setfield(L, -2, "default_system");
+    if (R_NULL(r, enable_thinking)) lua_pushliteral(L, "none");
+    else lua_pushboolean(L, R_BOOL(r, enable_thinking));
+    lua_setfield(L, -2, "enable_thinking");
+    lua_pushboolean(L, R_BOOL(r, train_on_prompt));
+    lua_setfield(L, -2, "train_on_prompt");
+}
+
+/* The source returns a table; the template engine builds it with the recipe's options, which
+ * checks every field and refuses what LLaMA-Factory refuses. */
 bool inputs_check_template(const Recipe *r, LuaBox *box, const LuaSource *src, Diags *d) {
+    static const char BUILD[] = "local def, opts = ...\nreturn require('llfc.template').new(def, opts)\n";
     if (!run_source(r, RK_template, box, src, d)) return false;
     lua_State *L = lbox_lua(box);
-    bool ok = lua_type(L, -1) == LUA_TTABLE;
-    if (!ok)
+    if (lua_type(L, -1) != LUA_TTABLE) {
         recipe_diag(r, RK_template, d, "error", "template: %s must return a table (the template's "
                     "definition; see lua/templates/README.md), it returned %s", src->origin,
                     luaL_typename(L, -1));
-    lua_pop(L, 1);
+        lua_pop(L, 1);
+        return false;
+    }
+    char err[ERR_LEN];
+    bool ok = lbox_load(box, "llfc template check", BUILD, sizeof BUILD - 1, err, sizeof err);
+    if (ok) {
+        lua_insert(L, -2); /* the builder below the definition */
+        push_template_opts(L, r, src);
+        ok = lbox_call(box, 2, 0, err, sizeof err);
+    } else {
+        lua_pop(L, 1);
+    }
+    if (!ok) recipe_diag(r, RK_template, d, "error", "template: %s", err);
     return ok;
 }
 

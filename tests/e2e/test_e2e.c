@@ -138,9 +138,14 @@ static void test_bad_recipes_write_nothing(void **state) {
     set_cmd("cd %s && printf 'model_name_or_path: Qwen/Qwen3-4B\\noutput_dir: o\\ndo_train: true\\n"
              "dataset: x\\n' > hub.yaml && %s hub.yaml -o out; rc=$?; test ! -e out && exit $rc", tmp, llfc);
     expect(1, "is not a local folder; llfc does not download from the Hugging Face Hub", cmd);
-    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/out template=yi; rc=$?; test ! -e %s/out && exit $rc",
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/out template=qwen2_vl; rc=$?; test ! -e %s/out && exit $rc",
              llfc, tmp, tmp);
-    expect(1, "argument 4 (template=yi): error: template: 'yi' is a LLaMA-Factory template that llfc does not have yet", cmd);
+    expect(1, "argument 4 (template=qwen2_vl): error: template: 'qwen2_vl' is a LLaMA-Factory template that llfc does not have yet", cmd);
+    // a user's own template is checked by the template engine, with did-you-mean
+    set_cmd("cd %s && printf 'return {name = [[mine]], format_usr = {[[{{content}}]]}}\\n' > mine.lua && "
+            "cd %s && %s recipes/demo_lora_sft.yaml -o %s/out template=%s/mine.lua; rc=$?; test ! -e %s/out && exit $rc",
+            tmp, root, llfc, tmp, tmp, tmp);
+    expect(1, "mine.lua: unknown key 'format_usr'; did you mean 'format_user'?", cmd);
     set_cmd("%s recipes/demo_lora_sft.yaml -o %s/out dataset=demo_storie; test ! -e %s/out", llfc, tmp, tmp);
     expect(0, NULL, cmd);
 }

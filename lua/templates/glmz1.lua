@@ -1,0 +1,14 @@
+-- glmz1: GLM-Z1 (reasoning GLM-4).
+return {
+  name = "glmz1",
+  kind = "reasoning",
+  format_user = { "<|user|>\n{{content}}<|assistant|>" },
+  format_assistant = { "\n{{content}}" },
+  format_system = { "<|system|>\n{{content}}" },
+  format_function = { "{{content}}", tool_format = "glm4" },
+  format_observation = { "<|observation|>\n{{content}}<|assistant|>" },
+  format_tools = { tool_format = "glm4" },
+  format_prefix = { "[gMASK]<sop>" },
+  stop_words = { "<|user|>", "<|observation|>" },
+  efficient_eos = true,
+}

@@ -1,0 +1,12 @@
+-- ministral3: Ministral 3 (text only here); mistral tools.
+return {
+  name = "ministral3",
+  kind = "llama2",
+  format_user = { "[INST]{{content}}[/INST]" },
+  format_system = { "{{content}}\n\n" },
+  format_function = { "[TOOL_CALLS]{{content}}", { "eos_token" }, tool_format = "mistral" },
+  format_observation = { "[TOOL_RESULTS]{\"content\": {{content}}}[/TOOL_RESULTS]" },
+  format_tools = { tool_format = "mistral" },
+  format_prefix = { { "bos_token" } },
+  mm_plugin = "pixtral", -- images and videos are not supported yet: text only
+}

@@ -1,0 +1,16 @@
+-- qwen: Qwen1.5 / Qwen2 / Qwen2.5 chat (ChatML with Qwen's default system prompt and tools).
+-- Tool results come back as a user turn wrapped in <tool_response>; calls are <tool_call> JSON.
+return {
+  name = "qwen",
+  format_user = { "<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n" },
+  format_assistant = { "{{content}}<|im_end|>\n" },
+  format_system = { "<|im_start|>system\n{{content}}<|im_end|>\n" },
+  format_function = { "{{content}}<|im_end|>\n", tool_format = "qwen" },
+  format_observation = {
+    "<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
+  },
+  format_tools = { tool_format = "qwen" },
+  default_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+  stop_words = { "<|im_end|>" },
+  replace_eos = true,
+}
