@@ -27,8 +27,9 @@
 
 // --- arena
 
-/* Blocks start near the input's size (a parsed tree takes roughly 1-3x its text) and double,
- * so small JSONL records cost one small malloc and big files a few big ones. */
+/* Blocks start at the input's size and double (a tree takes 2-4x its text: gemma3's 33 MB
+ * tokenizer.json becomes ~130 MB), so a small JSONL record costs one small malloc and a big
+ * file a few big ones; untouched tails of blocks are never paged in. */
 #define ARENA_MIN_BLOCK ((size_t)4096)
 #define ARENA_MAX_BLOCK ((size_t)64 << 20)
 
@@ -431,19 +432,20 @@ static bool enter(Parser *P, const char *at) {
 /* Moves the slots above `base` into v's arrays. */
 static void close_container(Parser *P, Json *v, size_t base) {
     size_t n = P->nstack - base;
-    Slot *s = P->stack + base;
     P->nstack = base;
     P->depth--;
+    if (n == 0) return; /* n = 0 and NULL arrays, from parse_value's memset */
+    const Slot *s = P->stack + base;
     if (v->type == JSON_ARRAY) {
         v->arr.n = n;
-        v->arr.items = n ? arena_alloc(P->arena, n * sizeof(Json *), 8) : NULL;
+        v->arr.items = arena_alloc(P->arena, n * sizeof(Json *), 8);
         for (size_t i = 0; i < n; i++) v->arr.items[i] = s[i].val;
         return;
     }
     v->obj.n = n;
-    v->obj.keys = n ? arena_alloc(P->arena, n * sizeof(char *), 8) : NULL;
-    v->obj.key_lens = n ? arena_alloc(P->arena, n * sizeof(size_t), 8) : NULL;
-    v->obj.vals = n ? arena_alloc(P->arena, n * sizeof(Json *), 8) : NULL;
+    v->obj.keys = arena_alloc(P->arena, n * sizeof(char *), 8);
+    v->obj.key_lens = arena_alloc(P->arena, n * sizeof(size_t), 8);
+    v->obj.vals = arena_alloc(P->arena, n * sizeof(Json *), 8);
     for (size_t i = 0; i < n; i++) {
         v->obj.keys[i] = s[i].key;
         v->obj.key_lens[i] = s[i].klen;
@@ -657,6 +659,10 @@ const char *json_type_name(JsonType t) {
  * copies valid UTF-8 through unchanged. A byte that is not valid UTF-8 is written as U+FFFD,
  * so the output is always JSON that json_parse (and Python) accept. */
 void json_write_string(FILE *f, const char *s, size_t len) {
+    if (!s) { /* (NULL, 0): NULL + 0 is undefined in C */
+        s = "";
+        len = 0;
+    }
     const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
     putc('"', f);
     while (p < end) {
