@@ -4,6 +4,8 @@
  *   llfc check RECIPE.yaml [key=value ...]        check and print the resolved recipe
  *   llfc check --keys                             every key: type, default, meaning
  *   llfc templates                                the built-in chat templates
+ *   llfc tokenize --tokenizer DIR [--special|--decode]   JSONL text <-> ids, as HF gives them
+ *   llfc init-model --family F --hidden H ... -o DIR     a HF model folder, seeded random weights
  *
  * Exit status: 0 done, 1 the recipe or an input is wrong (messages say where), 2 usage.
  */
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_init_model.h"
+#include "cmd_tokenize.h"
 #include "pack.h"
 #include "recipe.h"
 
@@ -19,6 +23,9 @@ static const char *USAGE =
     "       llfc check RECIPE.yaml [key=value ...]        check it; print every key and its origin\n"
     "       llfc check --keys                             list every recipe key\n"
     "       llfc templates                                list the built-in chat templates\n"
+    "       llfc tokenize --tokenizer DIR [--special] [--decode]   JSONL text <-> token ids\n"
+    "       llfc init-model --family F --hidden H --layers L --heads N --kv-heads K\n"
+    "                       --intermediate I --vocab V [--tokenizer DIR] -o DIR\n"
     "       llfc --version\n"
     "\n"
     "key=value overrides a recipe key, read as YAML (learning_rate=2.0e-4, dataset=a,b, "
@@ -134,6 +141,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "check")) return cmd_check(argc, argv);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 1, argv + 1);
     if (!strcmp(argv[1], "templates")) {
         pack_list_templates();
         return 0;

@@ -7,6 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "json.h"
+#include "model.h"
+#include "safetensors.h"
 #include "util.h"
 
 static char *tmp, *root, *llfc;
@@ -59,6 +62,43 @@ static void expect(int want_rc, const char *want_text, const char *cmd) {
     free(out);
 }
 
+
+/* How many lines of two JSONL files have the same array under `key` (ids) or string (text);
+ * fails on a line that differs, naming it. */
+static size_t same_jsonl_field(const char *got_path, const char *want_path, const char *key) {
+    char err[ERR_LEN];
+    size_t glen, wlen;
+    char *got = util_read_file(got_path, &glen, err, sizeof err);
+    char *want = util_read_file(want_path, &wlen, err, sizeof err);
+    assert_non_null(got);
+    assert_non_null(want);
+    size_t n = 0;
+    char *gs = got, *ws = want;
+    for (char *ge, *we; (ge = strchr(gs, '\n')) && (we = strchr(ws, '\n')); gs = ge + 1, ws = we + 1) {
+        JsonDoc *g = json_parse(gs, (size_t)(ge - gs), "got", err, sizeof err);
+        JsonDoc *w = json_parse(ws, (size_t)(we - ws), "want", err, sizeof err);
+        assert_non_null(g);
+        assert_non_null(w);
+        const Json *a = json_get(json_root(g), key), *b = json_get(json_root(w), key);
+        assert_non_null(a);
+        assert_non_null(b);
+        bool same = a->type == b->type;
+        if (same && a->type == JSON_STRING)
+            same = a->str.len == b->str.len && !memcmp(a->str.s, b->str.s, a->str.len);
+        else if (same && a->type == JSON_ARRAY) {
+            same = a->arr.n == b->arr.n;
+            for (size_t i = 0; same && i < a->arr.n; i++) same = a->arr.items[i]->num.i == b->arr.items[i]->num.i;
+        }
+        if (!same) fail_msg("%s line %zu differs from %s", got_path, n + 1, want_path);
+        json_free(g);
+        json_free(w);
+        n++;
+    }
+    free(got);
+    free(want);
+    return n;
+}
+
 static int setup(void **state) {
     (void)state;
     const char *bin = getenv("LLFC_BIN");
@@ -102,7 +142,7 @@ static void test_trainer_runs_alone_in_a_fresh_folder(void **state) {
     set_cmd("cd %s/fresh && ./run_sft --dry-run model_name_or_path=%s/%s dataset_dir=%s/data",
              tmp, model[0] == '/' ? "" : root, model, root);
     expect(0, "dry run: every input checked", cmd);
-    set_cmd("cd %s/fresh && ./run_sft --dry-run", tmp);
+    set_cmd("cd %s/fresh && ./run_sft --dry-run model_name_or_path=nowhere", tmp);
     expect(1, "error: model_name_or_path: no such folder", cmd);
     set_cmd("cd %s/fresh && ./run_sft --recipe learning_rat=1", tmp);
     expect(1, "trainer argument 2 (learning_rat=1): error: unknown key 'learning_rat'; did you mean 'learning_rate'?", cmd);
@@ -185,6 +225,77 @@ static void test_check_prints_every_key_with_origin(void **state) {
     expect(0, "default", cmd);
 }
 
+/* `llfc tokenize` gives Hugging Face's ids for the shared corpus, and decodes them back. */
+static void test_tokenize_matches_hugging_face(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(dir, "tokenizers");
+    const char *names[] = {"llama3", "gemma3"};
+    for (int i = 0; i < 2; i++) {
+        set_cmd("%s tokenize --tokenizer %s/%s < %s/corpus_public.jsonl > %s/ids.jsonl", llfc, dir, names[i], dir, tmp);
+        expect(0, NULL, cmd);
+        char *got = xprintf("%s/ids.jsonl", tmp), *want = xprintf("%s/%s/expected_public.jsonl", dir, names[i]);
+        assert_int_equal(same_jsonl_field(got, want, "ids"), 251);
+        free(got);
+        free(want);
+        set_cmd("%s tokenize --tokenizer %s/%s --special < %s/corpus_public.jsonl > %s/ids.jsonl", llfc, dir, names[i], dir, tmp);
+        expect(0, NULL, cmd);
+        got = xprintf("%s/ids.jsonl", tmp), want = xprintf("%s/%s/expected_public_special.jsonl", dir, names[i]);
+        assert_int_equal(same_jsonl_field(got, want, "ids"), 251);
+        free(got);
+        free(want);
+    }
+    // Llama 3 is byte-level without a normalizer: decoding gives every text back
+    set_cmd("%s tokenize --tokenizer %s/llama3 < %s/corpus_public.jsonl | %s tokenize --tokenizer %s/llama3 "
+            "--decode > %s/text.jsonl", llfc, dir, dir, llfc, dir, tmp);
+    expect(0, NULL, cmd);
+    char *got = xprintf("%s/text.jsonl", tmp), *want = xprintf("%s/corpus_public.jsonl", dir);
+    assert_int_equal(same_jsonl_field(got, want, "text"), 251);
+    free(got);
+    free(want);
+    // plain lines are text too; bad input names its line
+    set_cmd("printf 'hello world\\n' | %s tokenize --tokenizer %s/llama3", llfc, dir);
+    expect(0, "{\"ids\": [15339, 1917]}", cmd);
+    set_cmd("printf '{\"text\": 5}\\n' | %s tokenize --tokenizer %s/llama3", llfc, dir);
+    expect(1, "<stdin>:1: a JSON object line needs a string \"text\"", cmd);
+    set_cmd("%s tokenize --tokenizer %s/nowhere < /dev/null", llfc, dir);
+    expect(1, "nowhere", cmd);
+    free(dir);
+}
+
+/* `llfc init-model` writes a folder that llfc's own loader accepts and a trainer dry-runs on. */
+static void test_init_model_writes_a_loadable_folder(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(tok, "tokenizers/qwen3");
+    set_cmd("%s init-model --family qwen3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+            "--vocab 151936 --tokenizer %s --seed 7 -o %s/tiny", llfc, tok, tmp);
+    expect(0, NULL, cmd);
+    char *dir = xprintf("%s/tiny", tmp), *file = xprintf("%s/tiny/model.safetensors", tmp);
+    char err[ERR_LEN];
+    ModelSpec spec;
+    assert_true(model_load(&spec, dir, err, sizeof err));
+    assert_int_equal(spec.C, 64);
+    assert_int_equal(spec.L, 2);
+    StModel *st = st_open(file, err, sizeof err);
+    if (!st) fail_msg("%s", err);
+    if (!st_check_spec(st, &spec, err, sizeof err)) fail_msg("%s", err);
+    st_close(st);
+    model_free(&spec);
+    // the same flags give the same bytes
+    set_cmd("%s init-model --family qwen3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+            "--vocab 151936 --seed 7 -o %s/again && cmp %s/tiny/model.safetensors %s/again/model.safetensors",
+            llfc, tmp, tmp, tmp);
+    expect(0, NULL, cmd);
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_sft model_name_or_path=%s template=qwen3 && "
+            "%s/run_sft --dry-run model_name_or_path=%s", llfc, tmp, dir, tmp, dir);
+    expect(0, "dry run: every input checked", cmd);
+    set_cmd("%s init-model --family mamba --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+            "--vocab 100 -o %s/bad; rc=$?; test ! -e %s/bad && exit $rc", llfc, tmp, tmp);
+    expect(1, "mamba", cmd);
+    free(dir);
+    free(file);
+    free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_trainer_runs_alone_in_a_fresh_folder, setup, teardown),
@@ -193,6 +304,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lua_hooks_are_checked_in_the_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_compile_and_dry_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_prints_every_key_with_origin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

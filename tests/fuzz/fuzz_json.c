@@ -6,7 +6,9 @@
  *   ./fuzz_json -max_total_time=600 /tmp/corpus tests/fuzz/corpus_json
  * (new inputs go to the first folder; keep the checked-in seeds small.)
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* open_memstream */
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
