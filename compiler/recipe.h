@@ -128,6 +128,9 @@ enum {
       "Chat template: a name (llfc --templates lists them) or a path to your own .lua file.")  \
     X(data_hook, RT_STR, "dataset", NULL, 0, 0, NULL, NULL, RK_NULLABLE | RK_BAKED | RK_LLFC,   \
       "A Lua file whose transform(example) rewrites or drops each record before templating.")   \
+    X(data_on_error, RT_ENUM, "dataset", "stop", 0, 0, "stop|skip", NULL, RK_LLFC,             \
+      "Bad records (malformed JSON, wrong types, broken conversations): stop at the first, "    \
+      "naming file:line, or skip them; either way the load report counts them by reason.")       \
     X(cutoff_len, RT_INT, "dataset", "2048", 1, 1048576, NULL, NULL, RK_BAKED,                  \
       "Tokens per row T: longer examples are truncated; packing fills rows to it.")             \
     X(train_on_prompt, RT_BOOL, "dataset", "false", 0, 0, NULL, NULL, 0,                       \

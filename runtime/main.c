@@ -5,6 +5,8 @@
  *   ./TRAINER --recipe [key=value ...]   print the resolved recipe, each key with its origin
  *   ./TRAINER --help                     commands and the keys that can be overridden here
  *   ./TRAINER --version                  llfc version and the trainer's SHA-256
+ *   ./TRAINER --nproc-per-node N [--nnodes M --node-rank R --master-addr H --master-port P] ...
+ *                                        start N ranks here, torchrun-style (see dist.h)
  *
  * Overrides are checked exactly as llfc checks recipe values; keys compiled into the trainer
  * (shapes, method, template) cannot change here.
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "inputs.h"
 #include "payload.h"
 #include "recipe.h"
@@ -28,6 +31,9 @@ static const char *USAGE =
     "  --recipe      print the resolved recipe, every key with where its value came from\n"
     "  --help        this text and the keys that can be overridden\n"
     "  --version     llfc version and this trainer's SHA-256\n"
+    "  --nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT]\n"
+    "                start N ranks on this node (torchrun-style); under torchrun, srun or mpirun\n"
+    "                each rank reads its place from their variables\n"
     "\n"
     "key=value overrides a recipe key for this run, read as YAML (learning_rate=2.0e-4).\n";
 
@@ -103,7 +109,57 @@ static int finish(Diags *d) {
     return errors ? 1 : 0;
 }
 
+/* The torchrun-style launcher options: when --nproc-per-node is given, start the ranks with
+ * the remaining arguments and return their status; else return -1. */
+static int launch_if_asked(int argc, char **argv) {
+    int nproc = 0, nnodes = 1, node_rank = 0, port = 0;
+    const char *addr = NULL;
+    char **rest = xcalloc((size_t)argc + 1, sizeof *rest);
+    int n_rest = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        int *target = !strcmp(s, "--nproc-per-node") ? &nproc : !strcmp(s, "--nnodes") ? &nnodes
+                    : !strcmp(s, "--node-rank") ? &node_rank : !strcmp(s, "--master-port") ? &port : NULL;
+        if ((target || !strcmp(s, "--master-addr")) && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[i + 1], &end, 10);
+            if (target && (*end || v < 0 || v > 65535)) {
+                fprintf(stderr, "%s: %s %s: expected a number\n", argv[0], s, argv[i + 1]);
+                free(rest);
+                return 2;
+            }
+            if (target) *target = (int)v;
+            else addr = argv[i + 1];
+            i++;
+        } else {
+            rest[n_rest++] = argv[i];
+        }
+    }
+    int rc = nproc > 0 ? dist_launch(nproc, nnodes, node_rank, addr, port, rest) : -1;
+    free(rest);
+    return rc;
+}
+
+/* Where this rank sits; with several, meet them all (the dry run proves the rendezvous). */
+static void check_place(const Recipe *r, Diags *d) {
+    char err[ERR_LEN];
+    DistPlace place;
+    if (!dist_place_from_env(&place, NULL, err, sizeof err)) {
+        sb_printf(&d->text, "launch: error: %s\n", err), d->errors++;
+        return;
+    }
+    if (place.world_size == 1) return;
+    DistGroup *g = dist_connect(&place, (int)R_INT(r, ddp_timeout), err, sizeof err);
+    if (!g || !dist_barrier(g, err, sizeof err)) sb_printf(&d->text, "launch: error: %s\n", err), d->errors++;
+    else printf("rank %d of %d (%s, local rank %d of %d on %s): met every rank at %s:%d\n", place.rank,
+                place.world_size, dist_source_name(place.source), place.local_rank,
+                place.local_world_size, place.host, place.master_addr, place.master_port);
+    dist_close(g);
+}
+
 int main(int argc, char **argv) {
+    int launched = launch_if_asked(argc, argv);
+    if (launched >= 0) return launched;
     char err[ERR_LEN];
     Payload *p = payload_open("/proc/self/exe", err, sizeof err);
     if (!p) {
@@ -145,6 +201,7 @@ int main(int argc, char **argv) {
     }
     if (r && (job == JOB_DRY_RUN || job == JOB_TRAIN)) {
         check_inputs(r, p, &d);
+        if (!d.errors) check_place(r, &d);
         if (!d.errors) {
             printf("llfc trainer %s (sha256 %.16s)\n", LLFC_VERSION, payload_digest(p));
             print_source(e);

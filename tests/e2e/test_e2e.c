@@ -225,6 +225,22 @@ static void test_check_prints_every_key_with_origin(void **state) {
     expect(0, "default", cmd);
 }
 
+/* `./run_sft --nproc-per-node 2` starts two ranks that meet; an unreachable master is named. */
+static void test_launcher_starts_ranks_that_meet(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    char *abs_model = model[0] == '/' ? xstrdup(model) : xprintf("%s/%s", root, model);
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_sft && cd %s && ./run_sft --nproc-per-node 2 --dry-run "
+            "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, tmp, abs_model, root);
+    expect(0, "rank 1 of 2 (torchrun, local rank 1 of 2", cmd);
+    expect(0, "rank 0 of 2 (torchrun, local rank 0 of 2", cmd);
+    free(abs_model);
+    set_cmd("cd %s && %s recipes/demo_lora_sft.yaml -o %s/run_sft && RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 "
+            "MASTER_ADDR=127.0.0.1 MASTER_PORT=1 %s/run_sft --dry-run ddp_timeout=1", root, llfc, tmp, tmp);
+    expect(1, "rank 1 cannot reach the rendezvous at 127.0.0.1:1 (MASTER_ADDR:MASTER_PORT) after 1 s", cmd);
+    free(model);
+}
+
 /* `llfc tokenize` gives Hugging Face's ids for the shared corpus, and decodes them back. */
 static void test_tokenize_matches_hugging_face(void **state) {
     (void)state;
@@ -304,6 +320,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lua_hooks_are_checked_in_the_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_compile_and_dry_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_prints_every_key_with_origin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_launcher_starts_ranks_that_meet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
     };

@@ -1,0 +1,68 @@
+/* dist.h - where this process sits in a multi-process run, and how the processes find each
+ * other: a trainer reads its place from the variables cluster launchers already set, meets
+ * the other ranks over TCP at MASTER_ADDR:MASTER_PORT, and can start N local copies of itself.
+ *
+ *   DistPlace p;
+ *   if (!dist_place_from_env(&p, NULL, err, sizeof err)) ...   // torchrun, SLURM, Open MPI, none
+ *   DistGroup *g = dist_connect(&p, timeout_s, err, sizeof err); // rendezvous (world > 1)
+ *   dist_broadcast(g, nccl_id, 128, err, sizeof err);           // rank 0's bytes to every rank
+ *
+ * Which variables win when several launchers' are present: torchrun's (RANK, WORLD_SIZE, ...)
+ * over SLURM's over Open MPI's / PMIx's: `srun torchrun ...` and `mpirun` under SLURM both do
+ * what their outer tool means. A run with none of them is rank 0 of 1.
+ *
+ * The group is a star over TCP (rank 0 in the middle): enough for exchanging NCCL's unique id,
+ * host names and barriers, and for the CPU executor's collectives in tests. Every wait has a
+ * deadline (the recipe's ddp_timeout); a rank that dies or hangs is reported by rank and host.
+ */
+#ifndef LLFC_DIST_H
+#define LLFC_DIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum { DIST_NONE, DIST_TORCHRUN, DIST_SLURM, DIST_MPI } DistSource;
+
+typedef struct {
+    int rank, world_size;            /* global */
+    int local_rank, local_world_size; /* on this node */
+    char master_addr[256];           /* "" when world_size is 1 */
+    int master_port;
+    DistSource source;
+    char host[256]; /* this machine's name (gethostname) */
+} DistPlace;
+
+/* Read the place from envp ("KEY=VALUE" strings, NULL-terminated; NULL means the process's
+ * environment). A malformed or contradictory value is an error naming the variable. */
+bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errlen);
+const char *dist_source_name(DistSource s); /* "torchrun", "SLURM", "Open MPI", "none" */
+
+/* The first host of a SLURM host list ("node[07-09,12],gpu3" -> "node07"), into out. */
+bool dist_first_host(const char *nodelist, char *out, size_t outlen);
+
+typedef struct DistGroup DistGroup;
+
+/* Meet the other ranks: rank 0 listens on master_port, the others connect to
+ * master_addr:master_port (retrying until timeout_s). Ranks check each other's world size
+ * and that every rank arrived once. World size 1 gives a group without sockets. */
+DistGroup *dist_connect(const DistPlace *p, int timeout_s, char *err, size_t errlen);
+void dist_close(DistGroup *g);
+
+/* Host name of a rank, as it said at the rendezvous. */
+const char *dist_host_of(const DistGroup *g, int rank);
+
+/* Rank 0's n bytes to every rank. */
+bool dist_broadcast(DistGroup *g, void *buf, size_t n, char *err, size_t errlen);
+/* Every rank's floats summed, in rank order (the same bits on every rank), into buf. */
+bool dist_allreduce_sum(DistGroup *g, float *buf, size_t n, char *err, size_t errlen);
+bool dist_barrier(DistGroup *g, char *err, size_t errlen);
+
+/* `--nproc-per-node N`: start N copies of this program (argv without the launcher options)
+ * as ranks of one node with torchrun's variables set, wait for them, and stop the others when
+ * one fails (naming it). nnodes/node_rank/master_addr/master_port make it one node of
+ * several, like torchrun's flags; master_port 0 picks a free port on a single node.
+ * Returns the exit status for the launcher: 0 when every rank succeeded. */
+int dist_launch(int nproc_per_node, int nnodes, int node_rank, const char *master_addr,
+                int master_port, char **argv);
+
+#endif

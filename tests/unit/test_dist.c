@@ -1,0 +1,302 @@
+/* test_dist.c - places read from torchrun / SLURM / Open MPI variables as those launchers set
+ * them, the TCP rendezvous and its collectives between real processes, and every failure a
+ * cluster produces: an unreachable master, a rank that dies, a rank that hangs, a rank that
+ * fails under the --nproc-per-node launcher.
+ *
+ * The launcher test re-runs this program with "child MODE" arguments (see main). */
+#include "testutil.h"
+
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dist.h"
+#include "util.h"
+
+static char self_path[4096];
+
+static void place_ok(char *const *env, DistPlace *p) {
+    char err[ERR_LEN];
+    if (!dist_place_from_env(p, env, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void place_fails(char *const *env, const char *want) {
+    char err[ERR_LEN];
+    DistPlace p;
+    assert_false(dist_place_from_env(&p, env, err, sizeof err));
+    if (!strstr(err, want)) fail_msg("wanted '%s' in: %s", want, err);
+}
+
+static void test_no_launcher_is_rank_0_of_1(void **state) {
+    (void)state;
+    char *env[] = {"PATH=/bin", NULL};
+    DistPlace p;
+    place_ok(env, &p);
+    assert_int_equal(p.rank, 0);
+    assert_int_equal(p.world_size, 1);
+    assert_int_equal(p.source, DIST_NONE);
+}
+
+static void test_torchrun_variables(void **state) {
+    (void)state;
+    char *env[] = {"RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4",
+                   "MASTER_ADDR=node0", "MASTER_PORT=29400", NULL};
+    DistPlace p;
+    place_ok(env, &p);
+    assert_int_equal(p.rank, 5);
+    assert_int_equal(p.world_size, 8);
+    assert_int_equal(p.local_rank, 1);
+    assert_int_equal(p.local_world_size, 4);
+    assert_string_equal(p.master_addr, "node0");
+    assert_int_equal(p.master_port, 29400);
+    assert_int_equal(p.source, DIST_TORCHRUN);
+
+    char *no_world[] = {"RANK=0", NULL};
+    place_fails(no_world, "RANK is set but WORLD_SIZE is not");
+    char *bad[] = {"RANK=x", "WORLD_SIZE=2", NULL};
+    place_fails(bad, "RANK=x: expected a non-negative integer");
+    char *big[] = {"RANK=2", "WORLD_SIZE=2", "LOCAL_RANK=0", "MASTER_ADDR=h", NULL};
+    place_fails(big, "torchrun: rank 2 is not below the world size 2");
+    char *no_addr[] = {"RANK=0", "WORLD_SIZE=2", "LOCAL_RANK=0", NULL};
+    place_fails(no_addr, "2 ranks need MASTER_ADDR");
+    char *port[] = {"RANK=0", "WORLD_SIZE=2", "LOCAL_RANK=0", "MASTER_ADDR=h", "MASTER_PORT=70000", NULL};
+    place_fails(port, "MASTER_PORT=70000: expected 1 to 65535");
+}
+
+static void test_slurm_variables(void **state) {
+    (void)state;
+    // srun -N3 --ntasks-per-node=4 on node 1: SLURM's own spelling of the lists
+    char *env[] = {"SLURM_PROCID=6", "SLURM_NTASKS=11", "SLURM_LOCALID=2", "SLURM_NODEID=1",
+                   "SLURM_STEP_TASKS_PER_NODE=4(x2),3", "SLURM_STEP_NODELIST=gpu[07-09,12],cpu1",
+                   "SLURM_JOB_ID=123456", NULL};
+    DistPlace p;
+    place_ok(env, &p);
+    assert_int_equal(p.rank, 6);
+    assert_int_equal(p.world_size, 11);
+    assert_int_equal(p.local_rank, 2);
+    assert_int_equal(p.local_world_size, 4);
+    assert_string_equal(p.master_addr, "gpu07");
+    assert_int_equal(p.master_port, 20000 + 123456 % 20000);
+    assert_int_equal(p.source, DIST_SLURM);
+    char *last_node[] = {"SLURM_PROCID=10", "SLURM_NTASKS=11", "SLURM_LOCALID=2", "SLURM_NODEID=2",
+                         "SLURM_STEP_TASKS_PER_NODE=4(x2),3", "SLURM_STEP_NODELIST=a1", NULL};
+    place_ok(last_node, &p);
+    assert_int_equal(p.local_world_size, 3);
+    // MASTER_ADDR/MASTER_PORT given by the user's sbatch script win
+    char *given[] = {"SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_STEP_NODELIST=n[1-2]",
+                     "MASTER_ADDR=10.0.0.9", "MASTER_PORT=31000", "SLURM_STEP_TASKS_PER_NODE=2", NULL};
+    place_ok(given, &p);
+    assert_string_equal(p.master_addr, "10.0.0.9");
+    assert_int_equal(p.master_port, 31000);
+    // torchrun started by srun: torchrun's variables describe the process
+    char *both[] = {"SLURM_PROCID=0", "SLURM_NTASKS=1", "RANK=3", "WORLD_SIZE=4", "LOCAL_RANK=3",
+                    "MASTER_ADDR=h", NULL};
+    place_ok(both, &p);
+    assert_int_equal(p.rank, 3);
+    assert_int_equal(p.source, DIST_TORCHRUN);
+    char *bad[] = {"SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_STEP_TASKS_PER_NODE=2(x", NULL};
+    place_fails(bad, "SLURM_STEP_TASKS_PER_NODE=2(x: cannot read the task count of node 0");
+}
+
+static void test_mpi_variables(void **state) {
+    (void)state;
+    char *env[] = {"OMPI_COMM_WORLD_RANK=3", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_RANK=1",
+                   "OMPI_COMM_WORLD_LOCAL_SIZE=2", "MASTER_ADDR=h0", NULL};
+    DistPlace p;
+    place_ok(env, &p);
+    assert_int_equal(p.rank, 3);
+    assert_int_equal(p.world_size, 4);
+    assert_int_equal(p.local_rank, 1);
+    assert_int_equal(p.local_world_size, 2);
+    assert_int_equal(p.source, DIST_MPI);
+    char *no_addr[] = {"OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=2", NULL};
+    place_fails(no_addr, "mpirun -x MASTER_ADDR=host0");
+}
+
+static void test_first_host_of_slurm_lists(void **state) {
+    (void)state;
+    char h[64];
+    assert_true(dist_first_host("node[007-009,012],gpu3", h, sizeof h));
+    assert_string_equal(h, "node007");
+    assert_true(dist_first_host("a1,b2", h, sizeof h));
+    assert_string_equal(h, "a1");
+    assert_true(dist_first_host("rack[2-3]-gpu[10-11]", h, sizeof h));
+    assert_string_equal(h, "rack2-gpu10");
+    assert_false(dist_first_host("broken[1-2", h, sizeof h));
+    assert_false(dist_first_host("", h, sizeof h));
+}
+
+// --- real processes
+
+static int free_port(void) {
+    // rank 0 of a throwaway group picks nothing; ask the kernel through a launcher-like bind
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static DistPlace make_place(int rank, int world, int port) {
+    DistPlace p = {.rank = rank, .world_size = world, .local_rank = rank, .local_world_size = world,
+                   .master_port = port, .source = DIST_TORCHRUN};
+    snprintf(p.master_addr, sizeof p.master_addr, "127.0.0.1");
+    snprintf(p.host, sizeof p.host, "host%d", rank);
+    return p;
+}
+
+/* What every rank does in the collective test; returns 0 when all values were right. */
+static int rank_body(int rank, int world, int port) {
+    char err[ERR_LEN] = "";
+    DistPlace p = make_place(rank, world, port);
+    DistGroup *g = dist_connect(&p, 20, err, sizeof err);
+    if (!g) {
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        return 1;
+    }
+    unsigned char id[128];
+    for (int i = 0; i < 128; i++) id[i] = rank == 0 ? (unsigned char)(i * 7 + 1) : 0;
+    float v[3] = {(float)rank + 1, 0.5f, (float)(rank * rank)};
+    bool ok = dist_broadcast(g, id, sizeof id, err, sizeof err) &&
+              dist_allreduce_sum(g, v, 3, err, sizeof err) && dist_barrier(g, err, sizeof err);
+    for (int i = 0; ok && i < 128; i++) ok = id[i] == (unsigned char)(i * 7 + 1);
+    float want0 = 0, want2 = 0;
+    for (int r = 0; r < world; r++) want0 += (float)r + 1, want2 += (float)(r * r);
+    ok = ok && v[0] == want0 && v[1] == 0.5f * (float)world && v[2] == want2;
+    char last[16];
+    snprintf(last, sizeof last, "host%d", world - 1);
+    ok = ok && !strcmp(dist_host_of(g, world - 1), last);
+    if (!ok) fprintf(stderr, "rank %d: wrong values or %s\n", rank, err);
+    dist_close(g);
+    return ok ? 0 : 1;
+}
+
+static void test_three_ranks_meet_and_reduce(void **state) {
+    (void)state;
+    int port = free_port();
+    pid_t kids[2];
+    for (int r = 1; r <= 2; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(rank_body(r, 3, port));
+    }
+    assert_int_equal(rank_body(0, 3, port), 0);
+    for (int i = 0; i < 2; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+}
+
+static void test_unreachable_master_names_the_address(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    int port = free_port(); // nobody listens there
+    DistPlace p = make_place(1, 2, port);
+    assert_null(dist_connect(&p, 1, err, sizeof err));
+    char *want = xprintf("rank 1 cannot reach the rendezvous at 127.0.0.1:%d (MASTER_ADDR:MASTER_PORT) "
+                         "after 1 s", port);
+    if (!strstr(err, want)) fail_msg("got: %s", err);
+    free(want);
+}
+
+static void test_a_dead_rank_is_named(void **state) {
+    (void)state;
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) { // joins, then dies before the first reduce
+        char err[ERR_LEN];
+        DistPlace p = make_place(1, 2, port);
+        dist_close(dist_connect(&p, 20, err, sizeof err));
+        _exit(0);
+    }
+    char err[ERR_LEN];
+    DistPlace p = make_place(0, 2, port);
+    DistGroup *g = dist_connect(&p, 20, err, sizeof err);
+    if (!g) fail_msg("%s", err);
+    float v = 1;
+    assert_false(dist_allreduce_sum(g, &v, 1, err, sizeof err));
+    if (!strstr(err, "rank 1 (host host1) closed its connection")) fail_msg("got: %s", err);
+    dist_close(g);
+    waitpid(kid, NULL, 0);
+}
+
+static void test_a_hung_rank_is_named(void **state) {
+    (void)state;
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[ERR_LEN];
+        DistPlace p = make_place(1, 2, port);
+        DistGroup *g = dist_connect(&p, 20, err, sizeof err);
+        sleep(30); // joined, then never answers
+        dist_close(g);
+        _exit(0);
+    }
+    char err[ERR_LEN];
+    DistPlace p = make_place(0, 2, port);
+    DistGroup *g = dist_connect(&p, 1, err, sizeof err); // ddp_timeout 1 s
+    if (!g) fail_msg("%s", err);
+    float v = 1;
+    time_t t0 = time(NULL);
+    assert_false(dist_allreduce_sum(g, &v, 1, err, sizeof err));
+    assert_true(time(NULL) - t0 <= 3);
+    if (!strstr(err, "rank 1 (host host1) did not answer within ddp_timeout (1 s)")) fail_msg("got: %s", err);
+    dist_close(g);
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+}
+
+static void test_launcher_stops_the_others_when_a_rank_fails(void **state) {
+    (void)state;
+    char *argv[] = {self_path, "child", "fail-rank-1", NULL};
+    time_t t0 = time(NULL);
+    int rc = dist_launch(3, 1, 0, NULL, 0, argv);
+    assert_int_equal(rc, 3);          // rank 1's own status
+    assert_true(time(NULL) - t0 < 15); // the sleeping ranks were stopped, not waited for
+    char *ok_argv[] = {self_path, "child", "check-env", NULL};
+    assert_int_equal(dist_launch(2, 1, 0, NULL, 0, ok_argv), 0);
+}
+
+/* A launched child: "fail-rank-1" (rank 1 exits 3, the others sleep) or "check-env". */
+static int child(const char *mode) {
+    char err[ERR_LEN];
+    DistPlace p;
+    if (!dist_place_from_env(&p, NULL, err, sizeof err)) {
+        fprintf(stderr, "child: %s\n", err);
+        return 9;
+    }
+    if (!strcmp(mode, "fail-rank-1")) {
+        if (p.rank == 1) return 3;
+        sleep(60);
+        return 0;
+    }
+    bool ok = p.world_size == 2 && p.local_world_size == 2 && p.rank == p.local_rank &&
+              !strcmp(p.master_addr, "127.0.0.1") && p.source == DIST_TORCHRUN;
+    return ok ? rank_body(p.rank, 2, p.master_port) : 8;
+}
+
+int main(int argc, char **argv) {
+    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    if (n > 0) self_path[n] = 0;
+    if (argc == 3 && !strcmp(argv[1], "child")) return child(argv[2]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_launcher_is_rank_0_of_1),
+        cmocka_unit_test(test_torchrun_variables),
+        cmocka_unit_test(test_slurm_variables),
+        cmocka_unit_test(test_mpi_variables),
+        cmocka_unit_test(test_first_host_of_slurm_lists),
+        cmocka_unit_test(test_three_ranks_meet_and_reduce),
+        cmocka_unit_test(test_unreachable_master_names_the_address),
+        cmocka_unit_test(test_a_dead_rank_is_named),
+        cmocka_unit_test(test_a_hung_rank_is_named),
+        cmocka_unit_test(test_launcher_stops_the_others_when_a_rank_fails),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
