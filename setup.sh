@@ -4,7 +4,7 @@
 # llfc and every trainer), and the CUDA toolkit (NVRTC compiles generated kernels).
 # Safe to run again: it installs only what is missing.
 set -eu
-packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev"
+packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev libpng-dev zlib1g-dev"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -16,7 +16,7 @@ if [ -n "$missing" ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
-for lib in libyaml.a liblua5.4.a libpcre2-8.a; do
+for lib in libyaml.a liblua5.4.a libpcre2-8.a libpng16.a libz.a; do
     [ -f "/usr/lib/x86_64-linux-gnu/$lib" ] || { echo "setup: /usr/lib/x86_64-linux-gnu/$lib is missing" >&2; exit 1; }
 done
 cuda="${CUDA_HOME:-/usr/local/cuda}"

@@ -1,6 +1,7 @@
 /* main.c - the llfc program: compile a recipe into a trainer, and the tools around it.
  *
  *   llfc RECIPE.yaml -o TRAINER [key=value ...]   check everything, write one executable
+ *   llfc RECIPE.yaml --plan [key=value ...]       print the training step (ops, arena, FLOPs)
  *   llfc check RECIPE.yaml [key=value ...]        check and print the resolved recipe
  *   llfc check --keys                             every key: type, default, meaning
  *   llfc templates                                the built-in chat templates
@@ -20,6 +21,7 @@
 
 static const char *USAGE =
     "usage: llfc RECIPE.yaml -o TRAINER [key=value ...]   compile a recipe into a trainer\n"
+    "       llfc RECIPE.yaml --plan [key=value ...]       print the training step: ops, memory, FLOPs\n"
     "       llfc check RECIPE.yaml [key=value ...]        check it; print every key and its origin\n"
     "       llfc check --keys                             list every recipe key\n"
     "       llfc templates                                list the built-in chat templates\n"
@@ -42,6 +44,7 @@ static int usage_error(const char *fmt, const char *arg) {
 /* Split argv into the recipe path, the -o path and key=value overrides. */
 typedef struct {
     const char *recipe, *out;
+    bool plan; /* --plan: print the training step instead of writing a trainer */
     RecipeOverride *ov;
     size_t n_ov;
 } Args;
@@ -50,7 +53,9 @@ static int parse_args(int argc, char **argv, int first, Args *a) {
     a->ov = xcalloc((size_t)argc, sizeof *a->ov);
     for (int i = first; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "-o")) {
+        if (!strcmp(s, "--plan")) {
+            a->plan = true;
+        } else if (!strcmp(s, "-o")) {
             if (i + 1 >= argc) return usage_error("%s needs a path", s);
             a->out = argv[++i];
         } else if (s[0] == '-') {
@@ -120,8 +125,15 @@ static int cmd_compile(int argc, char **argv) {
     Args a = {0};
     int rc = parse_args(argc, argv, 1, &a);
     if (rc) return rc;
-    if (!a.out) return usage_error("%s", "no output given: -o TRAINER");
     Diags d = {0};
+    if (a.plan) { // the step the trainer would run: ops, arena, FLOPs
+        Recipe *r = recipe_load(a.recipe, a.ov, a.n_ov, RECIPE_FOR_TRAINER, &d);
+        if (r) pack_build_plan(r, NULL, stdout, &d);
+        recipe_free(r);
+        free_args(&a);
+        return finish(&d, 0);
+    }
+    if (!a.out) return usage_error("%s", "no output given: -o TRAINER");
     Recipe *r = recipe_load(a.recipe, a.ov, a.n_ov, RECIPE_FOR_TRAINER, &d);
     if (r && pack_trainer(r, a.out, &d))
         fprintf(stderr, "llfc: wrote %s (stage %s, finetuning_type %s); run %s%s --help\n", a.out,

@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "bundle.h"
+#include "graph.h"
 #include "inputs.h"
 #include "json.h"
+#include "model.h"
 #include "payload.h"
 
 /* LLaMA-Factory's template names (0.9.5), so a missing one says "not yet" instead of "unknown". */
@@ -152,15 +154,32 @@ static char *manifest(const Recipe *r, const Sources *all) {
     return m.data;
 }
 
-static bool write_trainer(const Recipe *r, const Sources *lua, const char *out_path, Diags *d) {
+bool pack_build_plan(const Recipe *r, StrBuf *bytes, FILE *print, Diags *d) {
+    char err[ERR_LEN];
+    ModelSpec spec;
+    if (!model_load(&spec, R_STR(r, model_name_or_path), err, sizeof err)) {
+        recipe_diag(r, RK_model_name_or_path, d, "error", "%s", err);
+        return false;
+    }
+    Plan *plan = graph_build_recipe(r, &spec, err, sizeof err);
+    if (!plan) recipe_diag(r, RK_finetuning_type, d, "error", "%s", err);
+    if (plan && bytes) plan_serialize(plan, bytes);
+    if (plan && print) plan_print(plan, print);
+    plan_free(plan);
+    model_free(&spec);
+    return plan != NULL;
+}
+
+static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *plan, const char *out_path, Diags *d) {
     char err[ERR_LEN];
     size_t image_len = (size_t)(llfc_runtime_image_end - llfc_runtime_image);
     StrBuf resolved = {0};
     recipe_write_yaml(r, &resolved);
     char *man = manifest(r, lua);
     size_t n = 0;
-    PayloadEntry *e = xcalloc(lua->n + 3, sizeof *e);
+    PayloadEntry *e = xcalloc(lua->n + 4, sizeof *e);
     e[n++] = (PayloadEntry){"recipe.yaml", resolved.data, resolved.len};
+    e[n++] = (PayloadEntry){"plan.bin", plan->data, plan->len};
     e[n++] = (PayloadEntry){"recipe.source.yaml", r->source_text, strlen(r->source_text)};
     e[n++] = (PayloadEntry){"manifest.json", man, strlen(man)};
     for (size_t i = 0; i < lua->n; i++) e[n++] = (PayloadEntry){lua->items[i].name, lua->items[i].text, lua->items[i].len};
@@ -192,12 +211,15 @@ bool pack_trainer(const Recipe *r, const char *out_path, Diags *d) {
     if (!R_NULL(r, deepspeed))
         recipe_diag(r, RK_deepspeed, d, "error", "deepspeed: ZeRO sharding is not supported yet; "
                     "remove the key to train on one device");
+    StrBuf plan = {0};
+    if (d->errors == errors) pack_build_plan(r, &plan, NULL, d);
     bool ok = d->errors == errors;
     if (ok) {
         for (size_t i = 0; i < own.n; i++) add_source(&all, own.items[i].name, own.items[i].origin, own.items[i].text, own.items[i].len);
         for (size_t i = 0; i < lib.n; i++) add_source(&all, lib.items[i].name, lib.items[i].origin, lib.items[i].text, lib.items[i].len);
-        ok = write_trainer(r, &all, out_path, d);
+        ok = write_trainer(r, &all, &plan, out_path, d);
     }
+    sb_free(&plan);
     free_sources(&lib);
     free_sources(&own);
     free_sources(&all);

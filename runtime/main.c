@@ -2,6 +2,7 @@
  *
  *   ./TRAINER [key=value ...]            train (checks its inputs first)
  *   ./TRAINER --dry-run [key=value ...]  check everything a run needs and say what it would do
+ *   ./TRAINER --plan                     print the compiled training step (ops, arena, FLOPs)
  *   ./TRAINER --recipe [key=value ...]   print the resolved recipe, each key with its origin
  *   ./TRAINER --help                     commands and the keys that can be overridden here
  *   ./TRAINER --version                  llfc version and the trainer's SHA-256
@@ -20,14 +21,16 @@
 #include "inputs.h"
 #include "payload.h"
 #include "recipe.h"
+#include "trainer.h"
 
-enum { JOB_TRAIN, JOB_DRY_RUN, JOB_RECIPE, JOB_HELP, JOB_VERSION };
+enum { JOB_TRAIN, JOB_DRY_RUN, JOB_RECIPE, JOB_HELP, JOB_VERSION, JOB_PLAN };
 
 static const char *USAGE =
-    "usage: %s [--dry-run | --recipe | --help | --version] [key=value ...]\n"
+    "usage: %s [--dry-run | --plan | --recipe | --help | --version] [key=value ...]\n"
     "\n"
     "  (no option)   train with the embedded recipe\n"
     "  --dry-run     check the model, data and scripts; print what a run would do; write nothing\n"
+    "  --plan        print the training step: ops, the memory arena, FLOPs per step\n"
     "  --recipe      print the resolved recipe, every key with where its value came from\n"
     "  --help        this text and the keys that can be overridden\n"
     "  --version     llfc version and this trainer's SHA-256\n"
@@ -173,6 +176,7 @@ int main(int argc, char **argv) {
         const char *s = argv[i];
         if (!strcmp(s, "--dry-run")) job = JOB_DRY_RUN;
         else if (!strcmp(s, "--recipe")) job = JOB_RECIPE;
+        else if (!strcmp(s, "--plan")) job = JOB_PLAN;
         else if (!strcmp(s, "--help") || !strcmp(s, "-h")) job = JOB_HELP;
         else if (!strcmp(s, "--version")) job = JOB_VERSION;
         else if (s[0] != '-' && strchr(s, '=')) ov[n_ov++] = (RecipeOverride){s, xprintf("trainer argument %d", i)};
@@ -193,6 +197,7 @@ int main(int argc, char **argv) {
     else if (job >= 0)
         r = recipe_parse("embedded recipe", e->data, e->size, ov, n_ov, RECIPE_EMBEDDED, &d);
     if (r && job == JOB_HELP) print_help(argv[0], r);
+    if (r && job == JOB_PLAN) rc = trainer_print_plan(r, p);
     if (r && job == JOB_RECIPE) {
         StrBuf out = {0};
         recipe_write_yaml(r, &out);
@@ -208,11 +213,7 @@ int main(int argc, char **argv) {
             print_plan(r);
         }
         if (!d.errors && job == JOB_DRY_RUN) printf("dry run: every input checked; nothing was trained or written\n");
-        if (!d.errors && job == JOB_TRAIN) {
-            fprintf(stderr, "%s: error: this llfc version (%s) checks its inputs but cannot train yet: "
-                    "the training step is not built; use --dry-run\n", argv[0], LLFC_VERSION);
-            rc = 3;
-        }
+        if (!d.errors && job == JOB_TRAIN) rc = trainer_run(r, p);
     }
     for (size_t i = 0; i < n_ov; i++) free((char *)ov[i].origin);
     free(ov);

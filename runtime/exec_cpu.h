@@ -1,0 +1,96 @@
+/* exec_cpu.h - runs a Plan on the CPU in fp32 with the C reference kernels (kernels/).
+ *
+ * The oracle every CUDA kernel is tested against, and a trainer's path on a machine with no
+ * GPU. One arena holds everything the plan names (weights, gradients, the micro-batch,
+ * activations); nothing is allocated per step.
+ *
+ *     ExecCpu *ex = exec_cpu_new(plan, seed, err, errlen);
+ *     exec_cpu_load_model(ex, "model_dir", ...);   base weights (F32/F16/BF16 -> fp32)
+ *     exec_cpu_init_lora(ex);                      or exec_cpu_load_adapter(ex, "adapter.safetensors")
+ *     loop: exec_cpu_step(ex, &batch, grad_scale, &loss)   forward + loss + backward, grads +=
+ *           optimizer over exec_cpu_params(ex, &n); exec_cpu_zero_grad(ex)
+ *
+ * Gradients add up over calls (gradient accumulation) until exec_cpu_zero_grad.
+ */
+#ifndef LLFC_EXEC_CPU_H
+#define LLFC_EXEC_CPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph.h"
+
+typedef struct {
+    const char *name; /* HF name (full, freeze) or PEFT's saved name (lora) */
+    float *value;     /* numel floats in the arena */
+    float *grad;      /* numel floats; NULL for a frozen parameter */
+    int64_t numel;
+    bool decay;       /* weight decay applies (not norms, not biases: HF Trainer's rule) */
+    int ndim;
+    int64_t shape[2];
+} ExecParam;
+
+/* One micro-batch. Packing: each row holds whole sequences one after another; `seq` numbers
+ * them and `pos` restarts at 0 for each. The loss shifts within a row (token t predicts label
+ * t + 1), so the label of each sequence's first token must be -100 for the sequences to be
+ * independent, as SFT rows are (the prompt comes first); padding is its own sequence with
+ * labels -100. */
+typedef struct {
+    const int32_t *input_ids; /* (B, T) */
+    const int32_t *labels;    /* (B, T); -100 = ignored; NULL in forward-only calls */
+    const int32_t *seq;       /* (B, T) sequence id per token: attention stays inside one */
+    const int32_t *pos;       /* (B, T) position within its sequence (restarts at 0) */
+    uint64_t step;            /* LoRA dropout stream: a different mask every step */
+} ExecBatch;
+
+typedef struct {
+    double loss_sum; /* sum over counted tokens of -log p(label) */
+    int64_t count;   /* tokens that count (label != -100, not the last of a row) */
+    double loss;     /* loss_sum / count (0 when count is 0) */
+} ExecLoss;
+
+typedef struct ExecCpu ExecCpu;
+
+/* Allocate the arena (zeroed). The plan must outlive the executor. `seed` keys LoRA init and
+ * dropout. NULL with err when the arena cannot be allocated. */
+ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen);
+void exec_cpu_free(ExecCpu *ex);
+
+/* Read every base parameter from a model folder or .safetensors file by its HF name. */
+bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen);
+
+/* LoRA as PEFT initialises it: A (R, in) ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with
+ * a = sqrt(5)), drawn by Philox (seed, RNG_LORA_INIT/adapter, element); B = 0. */
+void exec_cpu_init_lora(ExecCpu *ex);
+
+/* Read LoRA A/B (and modules_to_save weights) from a PEFT adapter_model.safetensors. Every
+ * LoRA parameter of the plan must be there with its shape. */
+bool exec_cpu_load_adapter(ExecCpu *ex, const char *path, char *err, size_t errlen);
+
+/* The trainable parameters, in the plan's order. */
+const ExecParam *exec_cpu_params(const ExecCpu *ex, size_t *n);
+/* Every parameter, trainable or not (for saving a full model). */
+const ExecParam *exec_cpu_all_params(const ExecCpu *ex, size_t *n);
+
+void exec_cpu_zero_grad(ExecCpu *ex);
+
+/* Every token id in [0, V), every label in [0, V) or -100. A batch that fails would index
+ * outside the embedding: the trainer checks each batch (or its token cache once) with this.
+ * err gets "row R, token T: ..." on failure. */
+bool exec_cpu_check_batch(const ExecCpu *ex, const ExecBatch *b, char *err, size_t errlen);
+
+/* Forward, loss and backward for one micro-batch; gradients are added into the trainable
+ * parameters' grad buffers as d(grad_scale * loss_sum). grad_scale <= 0 means 1 / count (the
+ * micro-batch's mean loss); a trainer accumulating k micro-batches passes 1 / (tokens counted
+ * over all k), as transformers does with num_items_in_batch. */
+void exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss);
+
+/* Forward only, as in evaluation (no dropout): returns the logits (B, T, V) in the arena,
+ * valid until the next call. When b->labels is set and loss is not NULL, also the loss. */
+const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss);
+
+/* A tensor of the plan by id (tests). */
+float *exec_cpu_tensor(const ExecCpu *ex, int32_t id);
+
+#endif

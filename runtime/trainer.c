@@ -1,0 +1,543 @@
+/* trainer.c - the order a training run's modules run in. See trainer.h.
+ *
+ * The semantics follow Hugging Face's Trainer as LLaMA-Factory drives it:
+ *   - rows are shuffled per epoch (Philox keyed by seed and epoch; disable_shuffling keeps
+ *     the file order), cut into micro-batches of per_device_train_batch_size rows;
+ *   - one optimizer step per gradient_accumulation_steps micro-batches (the last group of an
+ *     epoch may be shorter); the loss of a step is the sum of its tokens' losses over the
+ *     tokens counted in the whole group (transformers' num_items_in_batch), so accumulation
+ *     gives the same gradient as one big batch;
+ *   - clip to max_grad_norm, learning rate from the schedule at the step, AdamW;
+ *   - the logged loss is the mean of the step losses since the last log, rounded to 4 digits.
+ */
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "dataset.h"
+#include "encode.h"
+#include "exec_cpu.h"
+#include "graph.h"
+#include "inputs.h"
+#include "model.h"
+#include "optim.h"
+#include "outputs.h"
+#include "plot.h"
+#include "rng.h"
+#include "schedule.h"
+#include "tokenizer.h"
+#include "trainlog.h"
+
+typedef struct {
+    const Recipe *r;
+    const Payload *payload;
+    ModelSpec spec;
+    bool have_spec;
+    Tokenizer *tok;
+    DataSet *data;
+    EncodedSet train, eval;
+    bool have_eval;
+    Plan *plan;
+    ExecCpu *ex;
+    OptParam *params;
+    size_t n_params;
+    AdamW opt;
+    bool have_opt;
+    Schedule sched;
+    TrainerState state;
+    TrainLog log;
+    CkptPosition pos;
+    int64_t B, T, accum, total_steps, n_epochs;
+    int32_t pad_id;
+    int32_t *ids, *labels, *seq, *posn, *scratch; /* one micro-batch, (B, T) each */
+    uint64_t *order;                               /* this epoch's row order */
+    double t0;
+} Run;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int fail(const char *what, const char *err) {
+    fprintf(stderr, "error: %s%s%s\n", what, *what ? ": " : "", err);
+    return 1;
+}
+
+// --- inputs
+
+/* The Lua library and the embedded template, as the encoder wants them. */
+static size_t payload_lua(const Payload *p, LuaSource *lib, size_t max, LuaSource *tpl) {
+    size_t n = 0;
+    *tpl = (LuaSource){0};
+    for (size_t i = 0; i < payload_count(p); i++) {
+        const PayloadEntry *e = payload_entry(p, i);
+        if (!strncmp(e->name, "lua/llfc/", 9) && n < max)
+            lib[n++] = (LuaSource){(char *)e->name, (char *)e->name, (char *)e->data, e->size};
+        if (!strcmp(e->name, "lua/template.lua"))
+            *tpl = (LuaSource){"lua/template.lua", "lua/template.lua (embedded)", (char *)e->data, e->size};
+    }
+    return n;
+}
+
+static bool load_data(Run *run, char *err, size_t errlen) {
+    DataOptions opt;
+    if (!data_options_from_recipe(run->r, &opt, err, errlen)) return false;
+    const PayloadEntry *hook = payload_find(run->payload, "lua/hook.lua");
+    if (hook) opt.hook_text = (const char *)hook->data, opt.hook_len = hook->size;
+    run->data = data_load(&opt, err, errlen);
+    data_options_free(&opt);
+    if (!run->data) return false;
+    data_report(run->data, stderr);
+    return true;
+}
+
+static bool encode_data(Run *run, char *err, size_t errlen) {
+    LuaSource lib[64], tpl;
+    size_t n_lib = payload_lua(run->payload, lib, 64, &tpl);
+    EncodeOptions o;
+    enc_options_from_recipe(run->r, &o);
+    StrBuf notes = {0};
+    Encoder *enc = enc_new(&o, run->tok, R_STR(run->r, model_name_or_path), lib, n_lib,
+                           tpl.text ? &tpl : NULL, &notes, err, errlen);
+    if (notes.data) fputs(notes.data, stderr);
+    sb_free(&notes);
+    if (!enc) return false;
+    size_t n_train, n_eval;
+    const DataExample *train = data_train(run->data, &n_train), *eval = data_eval(run->data, &n_eval);
+    bool ok = enc_run(enc, train, n_train, &run->train, err, errlen);
+    if (ok && n_eval > 0) ok = run->have_eval = enc_run(enc, eval, n_eval, &run->eval, err, errlen);
+    run->pad_id = enc_pad_id(enc);
+    enc_free(enc);
+    if (!ok) return false;
+    StrBuf s = {0};
+    enc_stats_summary(&run->train, &s);
+    fprintf(stderr, "%s", s.data ? s.data : "");
+    sb_free(&s);
+    if (run->train.kind != ENC_ROWS_SFT && run->train.kind != ENC_ROWS_PACKED && run->train.kind != ENC_ROWS_PT)
+        return errf(err, errlen, "stage %s: only sft and pt train on the CPU executor so far",
+                    R_STR(run->r, stage));
+    if (run->train.n_rows == 0) return errf(err, errlen, "no training rows: every example was dropped");
+    return true;
+}
+
+/* The plan: the trainer's compiled one when the payload has it, else built for this model. */
+static bool load_plan(Run *run, char *err, size_t errlen) {
+    const PayloadEntry *e = payload_find(run->payload, "plan.bin");
+    run->plan = e ? plan_deserialize(e->data, e->size, err, errlen) : graph_build_recipe(run->r, &run->spec, err, errlen);
+    if (!run->plan) return false;
+    if (run->plan->V != run->spec.V || run->plan->C != run->spec.C || run->plan->L != run->spec.L)
+        return errf(err, errlen, "model_name_or_path: %s has another shape (hidden %lld, layers %lld, vocab "
+                    "%lld) than the model this trainer was compiled for (%lld, %lld, %lld); recompile with llfc",
+                    R_STR(run->r, model_name_or_path), (long long)run->spec.C, (long long)run->spec.L,
+                    (long long)run->spec.V, (long long)run->plan->C, (long long)run->plan->L,
+                    (long long)run->plan->V);
+    run->B = run->plan->B;
+    run->T = run->plan->T;
+    return true;
+}
+
+static bool load_weights(Run *run, char *err, size_t errlen) {
+    run->ex = exec_cpu_new(run->plan, (uint64_t)R_INT(run->r, seed), err, errlen);
+    if (!run->ex || !exec_cpu_load_model(run->ex, R_STR(run->r, model_name_or_path), err, errlen)) return false;
+    if (run->plan->finetune != FT_LORA) return true;
+    if (!R_NULL(run->r, adapter_name_or_path) && R_LIST(run->r, adapter_name_or_path).n > 0 &&
+        !R_BOOL(run->r, create_new_adapter)) {
+        const char *dir = R_LIST(run->r, adapter_name_or_path).items[0];
+        char *file = util_path_join(dir, "adapter_model.safetensors");
+        bool ok = exec_cpu_load_adapter(run->ex, file, err, errlen);
+        free(file);
+        if (ok) fprintf(stderr, "lora: training on from the adapter in %s\n", dir);
+        return ok;
+    }
+    exec_cpu_init_lora(run->ex);
+    return true;
+}
+
+static void make_optimizer(Run *run) {
+    size_t n;
+    const ExecParam *ep = exec_cpu_params(run->ex, &n);
+    run->params = xcalloc(n, sizeof *run->params);
+    run->n_params = n;
+    double ratio = R_NULL(run->r, loraplus_lr_ratio) ? 0 : R_FLOAT(run->r, loraplus_lr_ratio);
+    for (size_t i = 0; i < n; i++)
+        run->params[i] = (OptParam){ep[i].name, ep[i].value, ep[i].grad, ep[i].numel, ep[i].decay,
+                                    optim_loraplus_scale(ep[i].name, ep[i].ndim, ratio)};
+    AdamWConfig cfg;
+    optim_config_from_recipe(&cfg, run->r);
+    optim_init(&run->opt, &cfg, run->params, n);
+    run->have_opt = true;
+}
+
+// --- batches
+
+/* Row r of s into slot b of the micro-batch: ids, labels, a sequence id per token (attention
+ * stays inside one; padding is sequence 0) and positions restarting per sequence. */
+static void fill_slot(Run *run, const EncodedSet *s, uint64_t r, int64_t b) {
+    int64_t T = run->T, len = (int64_t)enc_part_len(s, r, 0);
+    uint64_t start = enc_part_start(s, r, 0);
+    int32_t *ids = run->ids + b * T, *labels = run->labels + b * T, *seq = run->seq + b * T,
+            *pos = run->posn + b * T;
+    if (len > T) len = T; // plans are built for the longest row; a guard, not a rule
+    for (int64_t t = 0; t < len; t++) {
+        ids[t] = s->ids[start + t];
+        labels[t] = s->labels[start + t];
+        seq[t] = 1;
+        pos[t] = (int32_t)t;
+    }
+    if (s->kind == ENC_ROWS_PACKED && s->neat) { // LF's attention_mask 1..k per sub-sequence
+        enc_row_attention_mask(s, r, run->scratch);
+        for (int64_t t = 0; t < len; t++) seq[t] = run->scratch[t];
+        enc_row_position_ids(s, r, run->scratch);
+        for (int64_t t = 0; t < len; t++) pos[t] = run->scratch[t];
+    }
+    for (int64_t t = len; t < T; t++) {
+        ids[t] = run->pad_id;
+        labels[t] = ENC_IGNORE;
+        seq[t] = 0;
+        pos[t] = (int32_t)(t - len);
+    }
+}
+
+/* Fill the micro-batch from rows order[first .. first + B) (fewer at the end: empty slots are
+ * padding). Returns the tokens whose loss counts (labels shifted, as transformers does). */
+static int64_t fill_batch(Run *run, const EncodedSet *s, const uint64_t *order, uint64_t first, uint64_t n_rows) {
+    int64_t counted = 0;
+    for (int64_t b = 0; b < run->B; b++) {
+        if (first + (uint64_t)b < n_rows) fill_slot(run, s, order ? order[first + b] : first + (uint64_t)b, b);
+        else {
+            for (int64_t t = 0; t < run->T; t++) {
+                run->ids[b * run->T + t] = run->pad_id;
+                run->labels[b * run->T + t] = ENC_IGNORE;
+                run->seq[b * run->T + t] = 0;
+                run->posn[b * run->T + t] = (int32_t)t;
+            }
+        }
+        for (int64_t t = 1; t < run->T; t++) counted += run->labels[b * run->T + t] != ENC_IGNORE;
+    }
+    return counted;
+}
+
+static void shuffle_rows(Run *run, int64_t epoch) {
+    uint64_t n = run->train.n_rows;
+    for (uint64_t i = 0; i < n; i++) run->order[i] = i;
+    if (R_BOOL(run->r, disable_shuffling)) return;
+    uint64_t seed = R_NULL(run->r, data_seed) ? (uint64_t)R_INT(run->r, seed) : (uint64_t)R_INT(run->r, data_seed);
+    uint64_t purpose = rng_purpose(RNG_DATA_ORDER, (uint32_t)epoch);
+    for (uint64_t i = n - 1; i > 0; i--) { // Fisher-Yates; 64-bit draws keep the bias negligible
+        uint64_t x = ((uint64_t)rng_u32(seed, purpose, 2 * i) << 32) | rng_u32(seed, purpose, 2 * i + 1);
+        uint64_t j = x % (i + 1);
+        uint64_t t = run->order[i];
+        run->order[i] = run->order[j];
+        run->order[j] = t;
+    }
+}
+
+static ExecBatch batch_of(const Run *run, uint64_t step) {
+    return (ExecBatch){run->ids, run->labels, run->seq, run->posn, step};
+}
+
+// --- evaluation
+
+static double evaluate(Run *run) {
+    double sum = 0;
+    int64_t rows = 0;
+    for (uint64_t first = 0; first < run->eval.n_rows; first += (uint64_t)run->B) {
+        fill_batch(run, &run->eval, NULL, first, run->eval.n_rows);
+        ExecBatch b = batch_of(run, 0);
+        ExecLoss loss;
+        exec_cpu_forward(run->ex, &b, &loss);
+        int64_t n = (int64_t)(run->eval.n_rows - first < (uint64_t)run->B ? run->eval.n_rows - first : (uint64_t)run->B);
+        sum += loss.loss * (double)n; // HF: each batch's mean loss, repeated per sample
+        rows += n;
+    }
+    return rows ? sum / (double)rows : 0;
+}
+
+// --- outputs
+
+static const char *module_of(const char *peft_name, char *buf, size_t len) {
+    // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight -> q_proj
+    const char *end = strstr(peft_name, ".lora_");
+    if (!end) return NULL;
+    const char *start = end;
+    while (start > peft_name && start[-1] != '.') start--;
+    snprintf(buf, len, "%.*s", (int)(end - start), start);
+    return buf;
+}
+
+static void lora_config(const Run *run, OutLora *c) {
+    memset(c, 0, sizeof *c);
+    c->r = run->plan->lora_rank;
+    c->lora_alpha = R_NULL(run->r, lora_alpha) ? 2.0 * (double)c->r : (double)R_INT(run->r, lora_alpha);
+    c->lora_dropout = R_FLOAT(run->r, lora_dropout);
+    c->use_rslora = R_BOOL(run->r, use_rslora);
+    c->base_model_name_or_path = xstrdup(R_STR(run->r, model_name_or_path));
+    c->target_modules = xcalloc((size_t)run->plan->n_params + 1, sizeof *c->target_modules);
+    c->modules_to_save = xcalloc((size_t)run->plan->n_params + 1, sizeof *c->modules_to_save);
+    for (int32_t i = 0; i < run->plan->n_params; i++) {
+        const PlanParam *pp = &run->plan->params[i];
+        char mod[64];
+        if (pp->kind != PARAM_LORA_A || !module_of(pp->name, mod, sizeof mod)) continue;
+        bool seen = false;
+        for (size_t k = 0; k < c->n_targets && !seen; k++) seen = !strcmp(c->target_modules[k], mod);
+        if (!seen) c->target_modules[c->n_targets++] = xstrdup(mod);
+    }
+    if (!R_NULL(run->r, additional_target))
+        for (size_t k = 0; k < R_LIST(run->r, additional_target).n; k++)
+            c->modules_to_save[c->n_save++] = xstrdup(R_LIST(run->r, additional_target).items[k]);
+}
+
+/* The trainable tensors (lora) or every tensor (full, freeze) as fp32 safetensors. */
+static StWriteTensor *tensors_to_write(const Run *run, bool all, size_t *n) {
+    const ExecParam *ep = all ? exec_cpu_all_params(run->ex, n) : exec_cpu_params(run->ex, n);
+    StWriteTensor *t = xcalloc(*n, sizeof *t);
+    for (size_t i = 0; i < *n; i++) {
+        t[i] = (StWriteTensor){.name = ep[i].name, .dtype = ST_F32, .ndim = ep[i].ndim, .data = ep[i].value};
+        for (int d = 0; d < ep[i].ndim; d++) t[i].shape[d] = ep[i].shape[d];
+    }
+    return t;
+}
+
+static bool write_outputs_to(void *ctx, const char *dir, char *err, size_t errlen) {
+    const Run *run = ctx;
+    bool lora = run->plan->finetune == FT_LORA;
+    size_t n;
+    StWriteTensor *t = tensors_to_write(run, !lora, &n);
+    bool ok;
+    if (lora) {
+        OutLora c;
+        lora_config(run, &c);
+        ok = outputs_write_adapter(dir, &c, t, n, err, errlen);
+        outputs_lora_free(&c);
+    } else {
+        ok = outputs_write_model(dir, &run->spec, t, n, 0, R_STR(run->r, model_name_or_path), err, errlen);
+    }
+    free(t);
+    return ok;
+}
+
+// --- the loop
+
+static void log_step(Run *run, int64_t step, double loss, double grad_norm, double lr, double epoch,
+                     double tokens_per_s) {
+    LogRec e = {0};
+    trainlog_train_entry(&e, trainlog_py_round(loss, 4), grad_norm, lr, epoch, step);
+    trainlog_state_append(&run->state, &e);
+    logrec_free(&e);
+    char err[ERR_LEN];
+    if (!trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, sizeof err)) fprintf(stderr, "warning: %s\n", err);
+    trainlog_progress(&run->log, step, loss, lr, grad_norm, tokens_per_s, now_s());
+}
+
+static bool save_checkpoint(Run *run, char *err, size_t errlen) {
+    CkptSave s = {R_STR(run->r, output_dir), run->params, run->n_params,
+                  R_BOOL(run->r, save_only_model) ? NULL : &run->opt, &run->state, &run->pos,
+                  R_NULL(run->r, save_total_limit) ? 0 : R_INT(run->r, save_total_limit),
+                  write_outputs_to, run};
+    char *path = NULL;
+    bool ok = ckpt_save(&s, &path, err, errlen);
+    if (ok) fprintf(stderr, "\nsaved %s\n", path);
+    free(path);
+    return ok;
+}
+
+static int64_t every(double v, int64_t total) { /* HF: a value < 1 is a fraction of the steps */
+    if (v <= 0) return 0;
+    return v < 1 ? (int64_t)ceil(v * (double)total) : (int64_t)v;
+}
+
+static bool train_loop(Run *run, char *err, size_t errlen) {
+    int64_t log_every = every(R_FLOAT(run->r, logging_steps), run->total_steps);
+    int64_t save_every = strcmp(R_STR(run->r, save_strategy), "steps") ? 0 : every(R_FLOAT(run->r, save_steps), run->total_steps);
+    int64_t eval_every = !run->have_eval || strcmp(R_STR(run->r, eval_strategy), "steps") ? 0
+                         : every(R_NULL(run->r, eval_steps) ? R_FLOAT(run->r, logging_steps) : R_FLOAT(run->r, eval_steps), run->total_steps);
+    uint64_t rows = run->train.n_rows, per_epoch = (rows + (uint64_t)run->B - 1) / (uint64_t)run->B;
+    double logged_loss = 0, tokens_since = 0, t_log = now_s();
+    int64_t logged_steps = 0;
+    int64_t step = run->pos.global_step;
+    for (int64_t epoch = run->pos.epoch; step < run->total_steps; epoch++) {
+        shuffle_rows(run, epoch);
+        uint64_t mb = epoch == run->pos.epoch ? (uint64_t)run->pos.batch_in_epoch : 0;
+        while (mb < per_epoch && step < run->total_steps) {
+            uint64_t group = per_epoch - mb < (uint64_t)run->accum ? per_epoch - mb : (uint64_t)run->accum;
+            int64_t counted = 0; // the group's counted tokens first: the loss is over all of them
+            for (uint64_t k = 0; k < group; k++)
+                counted += fill_batch(run, &run->train, run->order, (mb + k) * (uint64_t)run->B, rows);
+            exec_cpu_zero_grad(run->ex);
+            double step_loss = 0;
+            for (uint64_t k = 0; k < group; k++) {
+                fill_batch(run, &run->train, run->order, (mb + k) * (uint64_t)run->B, rows);
+                ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
+                ExecLoss loss;
+                exec_cpu_step(run->ex, &b, counted > 0 ? 1.0f / (float)counted : 1.0f, &loss);
+                step_loss += counted > 0 ? loss.loss_sum / (double)counted : 0;
+                for (int64_t i = 0; i < run->B * run->T; i++) tokens_since += run->seq[i] != 0; // not padding
+            }
+            double norm = R_FLOAT(run->r, max_grad_norm) > 0
+                              ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
+                              : optim_grad_norm(run->params, run->n_params);
+            double factor = schedule_factor(&run->sched, step);
+            optim_step(&run->opt, run->params, run->n_params, factor);
+            step++;
+            mb += group;
+            run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * (uint64_t)run->B),
+                                      (uint64_t)R_INT(run->r, seed), (uint64_t)R_INT(run->r, seed),
+                                      run->pos.loss_sum + step_loss, run->pos.tokens_seen + (int64_t)counted};
+            run->state.global_step = step;
+            run->state.epoch = (double)epoch + (double)mb / (double)per_epoch;
+            logged_loss += step_loss;
+            logged_steps++;
+            if (!isfinite(step_loss))
+                return errf(err, errlen, "step %lld: the loss is %g; lower learning_rate or check the data",
+                            (long long)step, step_loss);
+            if ((log_every && step % log_every == 0) || step == run->total_steps) {
+                double lr = R_FLOAT(run->r, learning_rate) * schedule_factor(&run->sched, step);
+                double dt = now_s() - t_log;
+                log_step(run, step, logged_loss / (double)logged_steps, norm, lr, run->state.epoch,
+                         dt > 0 ? tokens_since / dt : 0);
+                logged_loss = 0, logged_steps = 0, tokens_since = 0, t_log = now_s();
+            }
+            if (eval_every && step % eval_every == 0) {
+                LogRec e = {0};
+                logrec_float(&e, "eval_loss", evaluate(run));
+                logrec_float(&e, "epoch", run->state.epoch);
+                logrec_int(&e, "step", step);
+                trainlog_state_append(&run->state, &e);
+                logrec_free(&e);
+                trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, errlen);
+            }
+            if (save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
+        }
+        if (mb >= per_epoch) run->pos.batch_in_epoch = 0, run->pos.epoch = epoch + 1;
+    }
+    trainlog_progress_done(&run->log);
+    return true;
+}
+
+static bool resume(Run *run, char *err, size_t errlen) {
+    if (R_NULL(run->r, resume_from_checkpoint)) return true;
+    char *dir = NULL;
+    if (!ckpt_resolve(R_STR(run->r, resume_from_checkpoint), R_STR(run->r, output_dir), &dir, err, errlen))
+        return false;
+    bool ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen);
+    if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
+    free(dir);
+    return ok;
+}
+
+static bool finish(Run *run, double runtime, char *err, size_t errlen) {
+    const char *out = R_STR(run->r, output_dir);
+    if (!write_outputs_to(run, out, err, errlen)) return false;
+    LogRec m = {0};
+    double train_loss = run->state.global_step ? run->pos.loss_sum / (double)run->state.global_step : 0;
+    trainlog_train_metrics(&m, runtime, (int64_t)run->train.n_rows, run->state.global_step,
+                           (double)(run->plan->flops_forward + run->plan->flops_backward) *
+                               (double)run->state.global_step * (double)run->accum,
+                           train_loss);
+    bool ok = trainlog_save_metrics(out, "train", &m, err, errlen);
+    logrec_free(&m);
+    if (ok && run->have_eval) {
+        LogRec e = {0};
+        logrec_float(&e, "epoch", run->state.epoch);
+        logrec_float(&e, "eval_loss", evaluate(run));
+        ok = trainlog_save_metrics(out, "eval", &e, err, errlen);
+        logrec_free(&e);
+    }
+    StrBuf js = {0};
+    trainlog_state_json(&run->state, &js);
+    char *path = util_path_join(out, "trainer_state.json");
+    ok = ok && util_write_file_atomic(path, js.data, js.len, 0644, err, errlen);
+    free(path);
+    sb_free(&js);
+    if (ok && R_BOOL(run->r, plot_loss)) {
+        const char *keys[] = {"loss", "eval_loss"};
+        int n = 0;
+        ok = plot_from_state(out, &run->state, keys, 2, &n, err, errlen);
+    }
+    return ok;
+}
+
+static bool setup(Run *run, char *err, size_t errlen) {
+    const Recipe *r = run->r;
+    if (!model_load(&run->spec, R_STR(r, model_name_or_path), err, errlen)) return false;
+    run->have_spec = true;
+    if (!(run->tok = tok_load(R_STR(r, model_name_or_path), err, errlen))) return false;
+    if (!load_data(run, err, errlen) || !encode_data(run, err, errlen) || !load_plan(run, err, errlen) ||
+        !load_weights(run, err, errlen))
+        return false;
+    make_optimizer(run);
+    run->accum = R_INT(r, gradient_accumulation_steps);
+    run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, 1, run->B, run->accum,
+                                            R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
+    if (!schedule_from_recipe(&run->sched, r, run->total_steps, err, errlen)) return false;
+    size_t bt = (size_t)(run->B * run->T);
+    run->ids = xcalloc(bt, sizeof *run->ids);
+    run->labels = xcalloc(bt, sizeof *run->labels);
+    run->seq = xcalloc(bt, sizeof *run->seq);
+    run->posn = xcalloc(bt, sizeof *run->posn);
+    run->scratch = xcalloc((size_t)run->T * 2 + 2, sizeof *run->scratch);
+    run->order = xcalloc(run->train.n_rows, sizeof *run->order);
+    run->state.max_steps = run->total_steps;
+    run->state.train_batch_size = run->B;
+    run->state.logging_steps = every(R_FLOAT(r, logging_steps), run->total_steps);
+    run->state.save_steps = every(R_FLOAT(r, save_steps), run->total_steps);
+    if (mkdir(R_STR(r, output_dir), 0755) != 0 && errno != EEXIST)
+        return errf(err, errlen, "output_dir: cannot create %s: %s", R_STR(r, output_dir), strerror(errno));
+    return resume(run, err, errlen);
+}
+
+static void teardown(Run *run) {
+    if (run->have_opt) optim_free(&run->opt);
+    free(run->params);
+    exec_cpu_free(run->ex);
+    plan_free(run->plan);
+    enc_set_free(&run->train);
+    if (run->have_eval) enc_set_free(&run->eval);
+    data_free(run->data);
+    tok_free(run->tok);
+    if (run->have_spec) model_free(&run->spec);
+    trainlog_state_free(&run->state);
+    trainlog_free(&run->log);
+    free(run->ids), free(run->labels), free(run->seq), free(run->posn), free(run->scratch), free(run->order);
+}
+
+int trainer_run(const Recipe *r, const Payload *p) {
+    char err[ERR_LEN];
+    Run run = {.r = r, .payload = p};
+    double t0 = now_s();
+    bool ok = setup(&run, err, sizeof err);
+    if (ok) {
+        fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld, accumulation %lld, "
+                "%lld steps, %s on the CPU, %zu trainable tensors\n",
+                (unsigned long long)run.train.n_rows, (long long)run.T, (long long)run.B, (long long)run.T,
+                (long long)run.accum, (long long)run.total_steps, R_STR(r, finetuning_type), run.n_params);
+        trainlog_init(&run.log, R_STR(r, output_dir), run.total_steps, now_s(), stdout);
+        ok = train_loop(&run, err, sizeof err) && finish(&run, now_s() - t0, err, sizeof err);
+    }
+    if (ok) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,
+                    now_s() - t0, R_STR(r, output_dir));
+    teardown(&run);
+    return ok ? 0 : fail("", err);
+}
+
+int trainer_print_plan(const Recipe *r, const Payload *p) {
+    char err[ERR_LEN];
+    (void)r;
+    const PayloadEntry *e = payload_find(p, "plan.bin");
+    if (!e) return fail("", "this trainer has no compiled plan; rebuild it with llfc");
+    Plan *plan = plan_deserialize(e->data, e->size, err, sizeof err);
+    if (!plan) return fail("plan.bin", err);
+    plan_print(plan, stdout);
+    plan_free(plan);
+    return 0;
+}
