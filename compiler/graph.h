@@ -42,7 +42,8 @@
  *   EMBED_BWD       dx, ids                              dtable (+=)                -
  *   RMSNORM_BWD     dy, x, w, rstd                       dx, dw (+=)                -
  *   LINEAR_BWD      dy, x, W, A, B, u                    dx, dW (+=), dbias (+=), dA (+=), dB (+=)
- *                                                                                   du, xd
+ *                   (x only when dW or dA is wanted,                                du, xd
+ *                    u only for dB: a frozen layer's input is not kept)
  *   ROPE_BWD        dy, pos                              dx                         -
  *   ATTENTION_BWD   do, o, lse, q, k, v, seq             dq, dk, dv                 delta
  *   GLU_BWD         dh, gate, up                         dgate, dup                 -

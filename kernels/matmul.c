@@ -33,52 +33,34 @@ static void pack_b(float *restrict bp, const float *B, int64_t N, int64_t K, boo
     }
 }
 
-/* acc (mc, :nw) += ap (mc, kc) bp (kc, :nw), four rows per pass over bp. Each c[i][j] adds its
- * products in k order whatever the vector width, so the AVX2 clone (picked at load time on
- * machines that have it; twice as wide) gives the same bits as the SSE2 default: ISO C mode
- * forbids contracting a * b + c into an FMA. */
-#define MICRO_BODY(NW)                                                                             \
-    int64_t i = 0;                                                                                 \
-    for (; i + 4 <= mc; i += 4) {                                                                  \
-        float *c0 = acc + i * NC, *c1 = c0 + NC, *c2 = c1 + NC, *c3 = c2 + NC;                     \
-        const float *a = ap + i * KC;                                                              \
-        for (int64_t k = 0; k < kc; k++) {                                                         \
-            const float a0 = a[k], a1 = a[KC + k], a2 = a[2 * KC + k], a3 = a[3 * KC + k];         \
-            const float *b = bp + k * NC;                                                          \
-            for (int64_t j = 0; j < (NW); j++) {                                                   \
-                const float bj = b[j];                                                             \
-                c0[j] += a0 * bj;                                                                  \
-                c1[j] += a1 * bj;                                                                  \
-                c2[j] += a2 * bj;                                                                  \
-                c3[j] += a3 * bj;                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    for (; i < mc; i++) {                                                                          \
-        float *c = acc + i * NC;                                                                   \
-        for (int64_t k = 0; k < kc; k++) {                                                         \
-            const float a = ap[i * KC + k];                                                        \
-            const float *b = bp + k * NC;                                                          \
-            for (int64_t j = 0; j < (NW); j++) c[j] += a * b[j];                                   \
-        }                                                                                          \
+/* acc (mc, :nw) += ap (mc, kc) bp (kc, :nw), four rows per pass over bp. nw is the tile's
+ * width rounded up to 8, so narrow products (LoRA's rank-R sides) do not pay for NC columns. */
+static inline void micro(float *restrict acc, const float *restrict ap, const float *restrict bp,
+                         int64_t mc, int64_t kc, int64_t nw) {
+    int64_t i = 0;
+    for (; i + 4 <= mc; i += 4) {
+        float *c0 = acc + i * NC, *c1 = c0 + NC, *c2 = c1 + NC, *c3 = c2 + NC;
+        const float *a = ap + i * KC;
+        for (int64_t k = 0; k < kc; k++) {
+            const float a0 = a[k], a1 = a[KC + k], a2 = a[2 * KC + k], a3 = a[3 * KC + k];
+            const float *b = bp + k * NC;
+            for (int64_t j = 0; j < nw; j++) {
+                const float bj = b[j];
+                c0[j] += a0 * bj;
+                c1[j] += a1 * bj;
+                c2[j] += a2 * bj;
+                c3[j] += a3 * bj;
+            }
+        }
     }
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define CLONES __attribute__((target_clones("avx2", "default"), noinline))
-#else
-#define CLONES
-#endif
-
-/* full-width tiles: the constant width lets the compiler unroll */
-CLONES static void micro_full(float *restrict acc, const float *restrict ap,
-                              const float *restrict bp, int64_t mc, int64_t kc) {
-    MICRO_BODY(NC)
-}
-
-/* narrow tiles (LoRA's rank-R sides): only the width rounded up to 8 */
-CLONES static void micro_narrow(float *restrict acc, const float *restrict ap,
-                                const float *restrict bp, int64_t mc, int64_t kc, int64_t nw) {
-    MICRO_BODY(nw)
+    for (; i < mc; i++) {
+        float *c = acc + i * NC;
+        for (int64_t k = 0; k < kc; k++) {
+            const float a = ap[i * KC + k];
+            const float *b = bp + k * NC;
+            for (int64_t j = 0; j < nw; j++) c[j] += a * b[j];
+        }
+    }
 }
 
 static void tile(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K,

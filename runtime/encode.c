@@ -270,11 +270,41 @@ static int cmp_edit(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The offset just past the JSON object or array that starts at off (strings skipped). */
+static size_t skip_json(const char *t, size_t len, size_t off) {
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = off; i < len; i++) {
+        char c = t[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') in_str = true;
+        else if (c == '{' || c == '[') depth++;
+        else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+    }
+    return len;
+}
+
+/* s as a JSON string literal */
+static void json_quote(StrBuf *out, const char *s) {
+    sb_puts(out, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') sb_printf(out, "\\%c", *p);
+        else if (*p < 0x20) sb_printf(out, "\\u%04x", *p);
+        else sb_append(out, (const char *)p, 1);
+    }
+    sb_puts(out, "\"");
+}
+
 /* LF's fix_special_tokens calls tokenizer.add_special_tokens for the eos it puts in and for the
- * stop words; transformers then re-adds each as AddedToken(lstrip=False, rstrip=False,
- * normalized=False, special=True), dropping the flags tokenizer.json gave it (Phi-3's <|end|>
- * has rstrip, so "<|end|>\n" keeps its "\n" after LF's fix). When a word's flags differ, this
- * loads tokenizer.json again with those flags, so the ids are LF's. */
+ * stop words. transformers then (re-)adds each as AddedToken(lstrip=False, rstrip=False,
+ * normalized=False, special=True): a token tokenizer.json has with other flags loses them
+ * (Phi-3's <|end|> has rstrip, so after LF's fix "<|end|>\n" keeps its "\n"); an ordinary
+ * vocabulary token becomes a special one; a word the vocabulary lacks gets the next id,
+ * len(tokenizer) (llama3's <|eom_id|> on a Llama 3 tokenizer without it: 128256; LF warns
+ * that the model needs resize_vocab). When any of this applies, tokenizer.json is loaded again
+ * with those added tokens, so the ids are LF's. */
 static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n_words, StrBuf *notes, char *err,
                          size_t errlen) {
     if (!tok_dir || n_words == 0) return true;
@@ -312,11 +342,43 @@ static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n
                                       flags[f].want ? "true" : "false"};
         }
     }
-    for (size_t k = 0; k < n_words; k++)
-        if (!found[k] && tok_token_to_id(e->tok, words[k], strlen(words[k])) >= 0 && notes)
-            sb_printf(notes, "note: '%s' is an ordinary token of %s; LLaMA-Factory makes it a special token, "
-                      "llfc does not (only texts that contain it differ)\n", words[k], path);
+    /* the others become new entries of added_tokens, in LF's order, inserted after its "[" */
+    StrBuf add = {0};
+    size_t next_id = tok_vocab_size(e->tok);
+    for (size_t k = 0; k < n_words; k++) {
+        bool dup = false;
+        for (size_t j = 0; j < k; j++) dup = dup || !strcmp(words[j], words[k]);
+        if (found[k] || dup) continue;
+        int32_t id = tok_token_to_id(e->tok, words[k], strlen(words[k]));
+        if (id < 0) {
+            id = (int32_t)next_id++;
+            if (notes)
+                sb_printf(notes, "note: template %s adds the special token '%s' as id %d (the tokenizer lacks it; "
+                          "LLaMA-Factory does the same and the model needs resize_vocab)\n", e->tpl.origin,
+                          words[k], id);
+        }
+        sb_printf(&add, ", {\"id\": %d, \"content\": ", id);
+        StrBuf q = {0};
+        json_quote(&q, words[k]);
+        sb_append(&add, q.data, q.len);
+        sb_free(&q);
+        sb_puts(&add, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                      "\"normalized\": false, \"special\": true}");
+    }
     free(found);
+    if (add.len && added && added->type == JSON_ARRAY) { /* appended, as HF adds them: ids in order */
+        size_t at;
+        const char *with = add.data;
+        if (added->arr.n == 0) {
+            at = offset_of(text, len, added->line, added->col) + 1; /* after "[" */
+            with += 2;                                               /* no ", " before the first */
+        } else {
+            const Json *last = added->arr.items[added->arr.n - 1];
+            at = skip_json(text, len, offset_of(text, len, last->line, last->col));
+        }
+        edits = xrealloc(edits, (n_edits + 1) * sizeof *edits);
+        edits[n_edits++] = (Edit){at, 0, with};
+    }
     bool ok = true;
     if (n_edits) {
         qsort(edits, n_edits, sizeof *edits, cmp_edit);
@@ -334,6 +396,7 @@ static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n
         sb_free(&out);
     }
     free(edits);
+    sb_free(&add);
     json_free(doc);
     free(text);
     free(path);
@@ -357,36 +420,28 @@ static bool fix_special_tokens(Encoder *e, LuaBox *box, const TokConfig *c, cons
     free(pad0);
     char e2[ERR_LEN];
     if (!lbox_call(box, 2, 3, e2, sizeof e2)) return errf(err, errlen, "template: %s", e2);
-    const char *eos = lua_tostring(L, -3), *pad = lua_tostring(L, -2);
-    e->eos_text = xstrdup(eos);
-    e->eos_id = tok_token_to_id(e->tok, eos, strlen(eos));
-    if (e->eos_id < 0) {
-        lua_pop(L, 3);
-        return errf(err, errlen,
-                    "template %s: its eos token '%s' is not in the tokenizer's vocabulary (LLaMA-Factory "
-                    "would add it as a new token and resize the embeddings; llfc does not yet)",
-                    e->tpl.origin, e->eos_text);
-    }
-    e->pad_id = tok_token_to_id(e->tok, pad, strlen(pad));
-    if (e->pad_id < 0) e->pad_id = e->eos_id;
+    e->eos_text = xstrdup(lua_tostring(L, -3));
+    char *pad = xstrdup(lua_tostring(L, -2));
     size_t n_stop = lua_rawlen(L, -1), n_words = 0;
     char **words = xcalloc(n_stop + 1, sizeof *words); /* what LF passes to add_special_tokens */
-    if (!c->eos || strcmp(c->eos, eos) != 0) words[n_words++] = xstrdup(eos);
+    if (!c->eos || strcmp(c->eos, e->eos_text) != 0) words[n_words++] = xstrdup(e->eos_text);
     for (size_t i = 1; i <= n_stop; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i);
-        const char *w = lua_tostring(L, -1);
-        if (w) words[n_words++] = xstrdup(w);
-        if (w && tok_token_to_id(e->tok, w, strlen(w)) < 0 && notes)
-            sb_printf(notes, "note: stop word '%s' of template %s is not in the tokenizer; LLaMA-Factory adds "
-                      "it as a new special token, llfc does not (only texts that contain it differ)\n",
-                      w, e->tpl.origin);
+        if (lua_tostring(L, -1)) words[n_words++] = xstrdup(lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     lua_pop(L, 3);
     bool ok = readd_tokens(e, tok_dir, words, n_words, notes, err, errlen);
     for (size_t i = 0; i < n_words; i++) free(words[i]);
     free(words);
+    e->eos_id = tok_token_to_id(e->tok, e->eos_text, strlen(e->eos_text));
+    e->pad_id = tok_token_to_id(e->tok, pad, strlen(pad));
+    free(pad);
     if (!ok) return false;
+    if (e->eos_id < 0) /* only without tok_dir: nowhere to add it */
+        return errf(err, errlen, "template %s: its eos token '%s' is not in the tokenizer's vocabulary",
+                    e->tpl.origin, e->eos_text);
+    if (e->pad_id < 0) e->pad_id = e->eos_id;
     e->bos_id = tok_bos_id(e->caller_tok);
     e->bos_text = c->bos ? xstrdup(c->bos) : id_text(e->tok, e->bos_id);
     e->add_bos = has_add_bos(c->cls) && c->add_bos != 0 && e->bos_id >= 0 && e->bos_text;

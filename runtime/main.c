@@ -161,6 +161,7 @@ static void check_place(const Recipe *r, Diags *d) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // progress lines interleave with stderr in order
     int launched = launch_if_asked(argc, argv);
     if (launched >= 0) return launched;
     char err[ERR_LEN];

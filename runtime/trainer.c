@@ -121,7 +121,7 @@ static bool encode_data(Run *run, char *err, size_t errlen) {
     if (!ok) return false;
     StrBuf s = {0};
     enc_stats_summary(&run->train, &s);
-    fprintf(stderr, "%s", s.data ? s.data : "");
+    fprintf(stderr, "%s\n", s.data ? s.data : "");
     sb_free(&s);
     if (run->train.kind != ENC_ROWS_SFT && run->train.kind != ENC_ROWS_PACKED && run->train.kind != ENC_ROWS_PT)
         return errf(err, errlen, "stage %s: only sft and pt train on the CPU executor so far",
@@ -317,7 +317,8 @@ static bool write_outputs_to(void *ctx, const char *dir, char *err, size_t errle
     if (lora) {
         OutLora c;
         lora_config(run, &c);
-        ok = outputs_write_adapter(dir, &c, t, n, err, errlen);
+        ok = outputs_write_adapter(dir, &c, t, n, err, errlen) &&
+             outputs_copy_tokenizer(dir, R_STR(run->r, model_name_or_path), err, errlen);
         outputs_lora_free(&c);
     } else {
         ok = outputs_write_model(dir, &run->spec, t, n, 0, R_STR(run->r, model_name_or_path), err, errlen);
@@ -331,7 +332,7 @@ static bool write_outputs_to(void *ctx, const char *dir, char *err, size_t errle
 static void log_step(Run *run, int64_t step, double loss, double grad_norm, double lr, double epoch,
                      double tokens_per_s) {
     LogRec e = {0};
-    trainlog_train_entry(&e, trainlog_py_round(loss, 4), grad_norm, lr, epoch, step);
+    trainlog_train_entry(&e, loss, grad_norm, lr, epoch, step);
     trainlog_state_append(&run->state, &e);
     logrec_free(&e);
     char err[ERR_LEN];
@@ -401,7 +402,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 return errf(err, errlen, "step %lld: the loss is %g; lower learning_rate or check the data",
                             (long long)step, step_loss);
             if ((log_every && step % log_every == 0) || step == run->total_steps) {
-                double lr = R_FLOAT(run->r, learning_rate) * schedule_factor(&run->sched, step);
+                double lr = R_FLOAT(run->r, learning_rate) * factor; // transformers 5: the rate just used
                 double dt = now_s() - t_log;
                 log_step(run, step, logged_loss / (double)logged_steps, norm, lr, run->state.epoch,
                          dt > 0 ? tokens_since / dt : 0);
@@ -424,12 +425,18 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* LF's rule: resume_from_checkpoint, else the latest checkpoint in output_dir unless
+ * overwrite_output_dir (checkpoint.h: ckpt_auto_resume). */
 static bool resume(Run *run, char *err, size_t errlen) {
-    if (R_NULL(run->r, resume_from_checkpoint)) return true;
-    char *dir = NULL;
-    if (!ckpt_resolve(R_STR(run->r, resume_from_checkpoint), R_STR(run->r, output_dir), &dir, err, errlen))
+    char *dir = NULL, note[ERR_LEN] = "";
+    const char *want = R_NULL(run->r, resume_from_checkpoint) ? NULL : R_STR(run->r, resume_from_checkpoint);
+    if (!ckpt_auto_resume(R_STR(run->r, output_dir), want, R_BOOL(run->r, overwrite_output_dir), &dir, note,
+                          sizeof note, err, errlen))
         return false;
-    bool ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen);
+    if (note[0]) fprintf(stderr, "note: %s\n", note);
+    if (!dir) return true;
+    bool ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen) &&
+              trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen);
     if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
     free(dir);
     return ok;
@@ -440,10 +447,16 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     if (!write_outputs_to(run, out, err, errlen)) return false;
     LogRec m = {0};
     double train_loss = run->state.global_step ? run->pos.loss_sum / (double)run->state.global_step : 0;
-    trainlog_train_metrics(&m, runtime, (int64_t)run->train.n_rows, run->state.global_step,
+    double samples = schedule_num_train_samples((int64_t)run->train.n_rows, 1, run->B, run->accum,
+                                                R_FLOAT(run->r, num_train_epochs), R_INT(run->r, max_steps));
+    trainlog_train_metrics(&m, runtime, samples, run->state.global_step,
                            (double)(run->plan->flops_forward + run->plan->flops_backward) *
                                (double)run->state.global_step * (double)run->accum,
                            train_loss);
+    StrBuf table = {0};
+    trainlog_metrics_text("train", &m, &table);
+    fputs(table.data ? table.data : "", stdout);
+    sb_free(&table);
     bool ok = trainlog_save_metrics(out, "train", &m, err, errlen);
     logrec_free(&m);
     if (ok && run->have_eval) {
@@ -453,12 +466,7 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
         ok = trainlog_save_metrics(out, "eval", &e, err, errlen);
         logrec_free(&e);
     }
-    StrBuf js = {0};
-    trainlog_state_json(&run->state, &js);
-    char *path = util_path_join(out, "trainer_state.json");
-    ok = ok && util_write_file_atomic(path, js.data, js.len, 0644, err, errlen);
-    free(path);
-    sb_free(&js);
+    ok = ok && trainlog_save_state(out, &run->state, err, errlen);
     if (ok && R_BOOL(run->r, plot_loss)) {
         const char *keys[] = {"loss", "eval_loss"};
         int n = 0;

@@ -405,6 +405,17 @@ static void run_case(void **state) {
         skip();
         return;
     }
+    int64_t max_samples; /* LF's max_samples: the first N examples */
+    if (json_as_int(json_get(opts, "max_samples"), &max_samples) && (size_t)max_samples < l.n) {
+        ExList rest = {.ex = l.ex + max_samples, .n = l.n - (size_t)max_samples};
+        for (size_t i = 0; i < rest.n; i++) { /* free the tail's strings, keep the array */
+            DataExample *e = &rest.ex[i];
+            for (size_t k = 0; k < e->n_prompt; k++) free(e->prompt[k].content);
+            for (size_t k = 0; k < e->n_response; k++) free(e->response[k].content);
+            free(e->prompt), free(e->response), free(e->system), free(e->tools);
+        }
+        l.n = (size_t)max_samples;
+    }
     Tokenizer *tok = cached_tokenizer(tokdir);
     char *tpath = xprintf("lua/templates/%s.lua", tname);
     Sources src;

@@ -8,8 +8,9 @@
  * every norm as PEFT modules_to_save: additional_target norm). The error
  * of a tensor is max|ours - theirs| / max|theirs|; each must be < 1e-4, and the worst per case
  * is printed. Freeze tuning is checked against the full gradients of the parameters it trains.
- * stories260K (a real pretrained Llama in ../shared): logits on a prompt, and the 199 tokens of
- * llama2.c's greedy decoding reproduced as argmax at every position.
+ * stories260K (a real pretrained Llama in ../shared): logits on a prompt, and llama2.c's greedy
+ * story (200 tokens after BOS) reproduced as the argmax at every position, decoded by llfc's
+ * tokenizer into exactly llama2.c's expected output.
  */
 #include "testutil.h"
 
@@ -21,6 +22,7 @@
 #include "graph.h"
 #include "model.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 #include "util.h"
 
 #define TOL 1e-4
@@ -467,6 +469,22 @@ static void test_stories260k(void **state) {
                              ids[t + 1]);
                 same++;
             }
+            // and those tokens are llama2.c's story: its expected output, byte for byte
+            SHARED_OR_SKIP(expected_path, "models/stories260K/llama2c_test_all_expected_stdout.txt");
+            size_t want_len;
+            char *want_text = util_read_file(expected_path, &want_len, err, sizeof err);
+            assert_non_null(want_text);
+            Tokenizer *tok = tok_load(dir, err, sizeof err);
+            if (!tok) fail_msg("%s", err);
+            StrBuf text = {0};
+            assert_true(tok_decode(tok, ids + 1, (size_t)T - 1, false, &text, err, sizeof err));
+            if (text.len != want_len || memcmp(text.data, want_text, text.len) != 0)
+                fail_msg("decoded greedy story differs from llama2.c's:\n%s", text.data);
+            printf("[ stories260K  ] %zu bytes of llama2.c's expected output reproduced\n", text.len);
+            sb_free(&text);
+            tok_free(tok);
+            free(want_text);
+            free(expected_path);
             printf("[ stories260K  ] greedy decoding: %" PRId64 "/%" PRId64 " tokens as llama2.c\n",
                    same, T - 1);
         }
