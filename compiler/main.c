@@ -5,6 +5,7 @@
  *   llfc check RECIPE.yaml [key=value ...]        check and print the resolved recipe
  *   llfc check --keys                             every key: type, default, meaning
  *   llfc templates                                the built-in chat templates
+ *   llfc preview RECIPE.yaml [-n N] [--json]      the first encoded examples, as LLaMA-Factory prints them
  *   llfc tokenize --tokenizer DIR [--special|--decode]   JSONL text <-> ids, as HF gives them
  *   llfc init-model --family F --hidden H ... -o DIR     a HF model folder, seeded random weights
  *
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "cmd_init_model.h"
+#include "cmd_preview.h"
 #include "cmd_tokenize.h"
 #include "pack.h"
 #include "recipe.h"
@@ -25,6 +27,7 @@ static const char *USAGE =
     "       llfc check RECIPE.yaml [key=value ...]        check it; print every key and its origin\n"
     "       llfc check --keys                             list every recipe key\n"
     "       llfc templates                                list the built-in chat templates\n"
+    "       llfc preview RECIPE.yaml [-n N] [--json]      the first examples as the trainer sees them\n"
     "       llfc tokenize --tokenizer DIR [--special] [--decode]   JSONL text <-> token ids\n"
     "       llfc init-model --family F --hidden H --layers L --heads N --kv-heads K\n"
     "                       --intermediate I --vocab V [--tokenizer DIR] -o DIR\n"
@@ -154,6 +157,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "check")) return cmd_check(argc, argv);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "preview")) return cmd_preview(argc - 1, argv + 1);
     if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 1, argv + 1);
     if (!strcmp(argv[1], "templates")) {
         pack_list_templates();

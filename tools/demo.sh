@@ -1,7 +1,8 @@
 #!/bin/sh
 # demo.sh - the main job on the built-in demo: compile the demo recipe into a trainer and run
-# it. Until training lands, the trainer's job is the dry run: it checks the model, data and
-# scripts and prints what a run would do.
+# it. It fine-tunes the pretrained 260K-parameter Llama of ../shared with LoRA on the demo
+# stories (CPU executor), writing the adapter, logs and loss plot to build/demo_out.
 set -eu
 build/llfc recipes/demo_lora_sft.yaml -o build/run_demo
-build/run_demo --dry-run
+build/run_demo output_dir=build/demo_out overwrite_output_dir=true
+echo "demo: outputs in build/demo_out (adapter_model.safetensors, trainer_log.jsonl, training_loss.png)"

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <limits.h>
+#include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,6 +226,164 @@ static void test_check_prints_every_key_with_origin(void **state) {
     expect(0, "default", cmd);
 }
 
+/* The trainer trains: LoRA on stories260K, checkpoints, outputs; a resumed run ends with the
+ * same adapter bytes as the uninterrupted one. */
+static void test_trainer_trains_and_resumes_exactly(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    char *abs_model = model[0] == '/' ? xstrdup(model) : xprintf("%s/%s", root, model);
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_sft cutoff_len=64 per_device_train_batch_size=2 "
+            "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, abs_model, root);
+    expect(0, "wrote", cmd);
+    set_cmd("cd %s && ./run_sft output_dir=a max_steps=4 save_steps=2", tmp);
+    expect(0, "step 4/4 (100%)", cmd);
+    set_cmd("cd %s/a && ls && wc -l < trainer_log.jsonl && head -c 8 training_loss.png | od -c | head -1", tmp);
+    expect(0, "adapter_model.safetensors", cmd);
+    expect(0, "checkpoint-2", cmd);
+    expect(0, "P   N   G", cmd);
+    set_cmd("cd %s && ./run_sft output_dir=b max_steps=4 save_steps=2 resume_from_checkpoint=a/checkpoint-2 && "
+            "cmp a/adapter_model.safetensors b/adapter_model.safetensors && echo same-adapter", tmp);
+    expect(0, "resuming from a/checkpoint-2 at step 2", cmd);
+    expect(0, "same-adapter", cmd);
+    // LF's rule: an output_dir with a checkpoint is resumed unless overwrite_output_dir
+    set_cmd("cd %s && ./run_sft output_dir=b max_steps=4 overwrite_output_dir=false", tmp);
+    expect(0, "resuming from", cmd);
+    free(abs_model);
+    free(model);
+}
+
+/* The key=value overrides of tests/fixtures/loop/expected.json's settings, as one string. */
+static char *loop_overrides(const Json *settings) {
+    StrBuf sb = {0};
+    for (size_t i = 0; i < settings->obj.n; i++) {
+        const Json *v = settings->obj.vals[i];
+        const char *key = settings->obj.keys[i];
+        if (v->type == JSON_BOOL) sb_printf(&sb, " %s=%s", key, v->boolean ? "true" : "false");
+        else if (v->type == JSON_STRING) sb_printf(&sb, " %s=%s", key, v->str.s);
+        else if (v->num.is_int) sb_printf(&sb, " %s=%lld", key, (long long)v->num.i);
+        else sb_printf(&sb, " %s=%.17g", key, v->num.f);
+    }
+    return sb.data;
+}
+
+/* The values of `key` in a trainer_log.jsonl, in order. */
+static size_t log_values(const char *path, const char *key, double *out, size_t max) {
+    char err[ERR_LEN];
+    size_t len, n = 0;
+    char *text = util_read_file(path, &len, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    for (char *line = text, *end; n < max && (end = strchr(line, '\n')); line = end + 1) {
+        JsonDoc *d = json_parse(line, (size_t)(end - line), path, err, sizeof err);
+        assert_non_null(d);
+        const Json *v = json_get(json_root(d), key);
+        if (v && json_as_double(v, &out[n])) n++;
+        json_free(d);
+    }
+    free(text);
+    return n;
+}
+
+/* The values of `key` in trainer_state.json's log_history, in order. */
+static size_t history_values(const char *path, const char *key, double *out, size_t max) {
+    char err[ERR_LEN];
+    size_t len, n = 0;
+    char *text = util_read_file(path, &len, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    JsonDoc *d = json_parse(text, len, path, err, sizeof err);
+    assert_non_null(d);
+    const Json *h = json_get(json_root(d), "log_history");
+    assert_non_null(h);
+    for (size_t i = 0; i < h->arr.n && n < max; i++) {
+        const Json *v = json_get(h->arr.items[i], key);
+        if (v && json_as_double(v, &out[n])) n++;
+    }
+    json_free(d);
+    free(text);
+    return n;
+}
+
+/* Ten steps of full fine-tuning and of LoRA from a PEFT-made adapter (B != 0), with
+ * accumulation, clipping, weight decay and warmup + cosine, against the same steps in PyTorch +
+ * PEFT (tests/golden/gen_loop_fixtures.py): every logged loss and grad_norm within 1e-4. */
+static void test_training_matches_pytorch_step_by_step(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(tok, "models/stories260K/hf");
+    char err[ERR_LEN];
+    size_t len;
+    char *text = util_read_file("tests/fixtures/loop/expected.json", &len, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    JsonDoc *doc = json_parse(text, len, "expected.json", err, sizeof err);
+    assert_non_null(doc);
+    const Json *init = json_get(json_root(doc), "init_model");
+    StrBuf flags = {0};
+    for (size_t i = 0; i < init->arr.n; i++) sb_printf(&flags, " %s", json_as_str(init->arr.items[i]));
+    char *ov = loop_overrides(json_get(json_root(doc), "settings"));
+    set_cmd("%s init-model%s --tokenizer %s -o %s/model", llfc, flags.data, tok, tmp);
+    expect(0, NULL, cmd);
+    const char *kinds[] = {"full", "lora"};
+    for (int k = 0; k < 2; k++) {
+        // LoRA starts from the PEFT-made adapter (absolute path: the trainer runs in tmp)
+        char *method = k == 0 ? xstrdup("finetuning_type=full")
+                              : xprintf("adapter_name_or_path=%s/tests/fixtures/loop/lora_start", root);
+        set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_%s%s model_name_or_path=%s/model dataset_dir=%s/data %s "
+                "&& cd %s && ./run_%s output_dir=out_%s", llfc, tmp, kinds[k], ov, tmp, root, method, tmp,
+                kinds[k], kinds[k]);
+        free(method);
+        expect(0, "step 10/10", cmd);
+        char *log = xprintf("%s/out_%s/trainer_log.jsonl", tmp, kinds[k]);
+        char *hist = xprintf("%s/out_%s/trainer_state.json", tmp, kinds[k]);
+        const Json *want = json_get(json_root(doc), kinds[k]);
+        const char *keys[] = {"loss", "grad_norm"};
+        for (int q = 0; q < 2; q++) {
+            double got[16];
+            size_t n = q == 0 ? log_values(log, keys[q], got, 16) : history_values(hist, keys[q], got, 16);
+            const Json *w = json_get(want, keys[q]);
+            assert_int_equal(n, w->arr.n);
+            double worst = 0;
+            for (size_t i = 0; i < n; i++) {
+                double e = fabs(got[i] - w->arr.items[i]->num.f) / fabs(w->arr.items[i]->num.f);
+                if (e > worst) worst = e;
+                if (e > 1e-4)
+                    fail_msg("%s step %zu %s: llfc %.8f, PyTorch %.8f", kinds[k], i + 1, keys[q], got[i],
+                             w->arr.items[i]->num.f);
+            }
+            printf("  %s %-9s 10 steps, worst relative error %.2e\n", kinds[k], keys[q], worst);
+        }
+        free(log);
+        free(hist);
+    }
+    // the adapter llfc wrote equals PEFT's after the same 10 steps, tensor by tensor
+    char *mine = xprintf("%s/out_lora/adapter_model.safetensors", tmp);
+    StModel *a = st_open(mine, err, sizeof err), *b = st_open("tests/fixtures/loop/lora_end/adapter_model.safetensors", err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    double worst = 0;
+    for (size_t i = 0; i < b->n_tensors; i++) {
+        const StTensor *tb = &b->tensors[i], *ta = st_find(a, tb->name);
+        if (!ta) fail_msg("llfc's adapter lacks %s", tb->name);
+        assert_int_equal(ta->numel, tb->numel);
+        double num = 0, den = 0;
+        for (int64_t j = 0; j < tb->numel; j++) {
+            double d = st_get_f32(ta, j) - st_get_f32(tb, j);
+            num += d * d, den += (double)st_get_f32(tb, j) * st_get_f32(tb, j);
+        }
+        double rel = sqrt(num / (den > 0 ? den : 1));
+        if (rel > worst) worst = rel;
+        if (rel > 1e-4) fail_msg("%s: relative difference %.2e from PEFT's", tb->name, rel);
+    }
+    printf("  lora adapter after 10 steps: %zu tensors, worst relative difference from PEFT's %.2e\n",
+           b->n_tensors, worst);
+    st_close(a);
+    st_close(b);
+    free(mine);
+    free(ov);
+    sb_free(&flags);
+    json_free(doc);
+    free(text);
+    free(tok);
+}
+
 /* `./run_sft --nproc-per-node 2` starts two ranks that meet; an unreachable master is named. */
 static void test_launcher_starts_ranks_that_meet(void **state) {
     (void)state;
@@ -320,6 +479,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lua_hooks_are_checked_in_the_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_compile_and_dry_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_prints_every_key_with_origin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_trains_and_resumes_exactly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_training_matches_pytorch_step_by_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_launcher_starts_ranks_that_meet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
