@@ -20,10 +20,11 @@ typedef struct {
     const ModelSpec *m;
     const GraphOptions *o;
     int32_t cap_tensors, cap_ops, cap_params;
-    int32_t *grad_of;         /* per tensor: its gradient tensor, -1 if none yet */
-    bool *requires_grad;      /* per tensor */
-    int32_t *param_of_role;   /* [role * L1 + layer + 1]: PlanParam index, -1 */
-    int32_t *lora_a, *lora_b; /* same indexing: LoRA params, -1 */
+    int32_t *grad_of;                 /* per tensor: its gradient tensor, -1 if none yet */
+    bool *requires_grad;              /* per tensor */
+    int32_t *param_of_role;           /* [role * L1 + layer + 1]: PlanParam index, -1 */
+    int32_t *lora_a, *lora_b;         /* same indexing: LoRA params, -1 */
+    int32_t *layer_begin, *layer_end; /* (L): each decoder layer's forward ops */
     char *err;
     size_t errlen;
 } Builder;
@@ -458,7 +459,11 @@ static void forward(Builder *g) {
     const ModelSpec *m = g->m;
     const int64_t N = p->B * p->T;
     int32_t x = embed(g);
-    for (int l = 0; l < m->L; l++) x = decoder_layer(g, l, x);
+    for (int l = 0; l < m->L; l++) {
+        g->layer_begin[l] = p->n_ops;
+        x = decoder_layer(g, l, x);
+        g->layer_end[l] = p->n_ops;
+    }
     x = rmsnorm(g, -1, "final_norm", x, param(g, MT_FINAL_NORM, -1), N, m->C);
     int32_t logits = linear(g, -1, "logits", x, m->tie_word_embeddings ? MT_EMBED : MT_LM_HEAD, -1,
                             N, m->V, m->C);
@@ -490,7 +495,8 @@ static int32_t grad_target(Builder *g, int32_t x, bool *accum) {
     }
     char name[PLAN_NAME_LEN + 8];
     snprintf(name, sizeof name, "d:%s", g->p->tensors[x].name);
-    g->grad_of[x] = new_tensor(g, name, PLAN_ACT, PLAN_F32, g->p->tensors[x].numel);
+    const int32_t d = new_tensor(g, name, PLAN_ACT, PLAN_F32, g->p->tensors[x].numel);
+    g->grad_of[x] = d; /* not in one statement: new_tensor may move grad_of */
     *accum = false;
     return g->grad_of[x];
 }
@@ -519,16 +525,17 @@ static void finish_write(Builder *g, WriteGrad w, int layer) {
 
 static int32_t param_grad(const Builder *g, int32_t t) { return rg(g, t) ? g->grad_of[t] : -1; }
 
-static PlanOp *bwd_op(Builder *g, int32_t fi, PlanOpKind kind) {
-    PlanOp *op = new_op(g, kind, PHASE_BACKWARD, g->p->ops[fi].layer);
-    memcpy(op->n, g->p->ops[fi].n, sizeof op->n);
-    memcpy(op->f, g->p->ops[fi].f, sizeof op->f);
+static PlanOp *bwd_op(Builder *g, const PlanOp *fwd, PlanOpKind kind) {
+    PlanOp *op = new_op(g, kind, PHASE_BACKWARD, fwd->layer);
+    memcpy(op->n, fwd->n, sizeof op->n);
+    memcpy(op->f, fwd->f, sizeof op->f);
     return op;
 }
 
-static void backward_op(Builder *g, int32_t fi) {
+/* The backward ops of forward op `fwd` (a copy: new ops may move the array; with gradient
+ * checkpointing its tensors are the recomputed ones). */
+static void backward_op(Builder *g, PlanOp f) {
     Plan *p = g->p;
-    PlanOp f = p->ops[fi]; /* a copy: new ops may move the array */
     int32_t dy = f.out[0] >= 0 ? g->grad_of[f.out[0]] : -1;
     if (dy < 0) return;
     PlanOp *op;
@@ -536,7 +543,7 @@ static void backward_op(Builder *g, int32_t fi) {
     case OP_EMBED: {
         int32_t dt = param_grad(g, f.in[1]);
         if (dt < 0) return;
-        op = bwd_op(g, fi, OP_EMBED_BWD);
+        op = bwd_op(g, &f, OP_EMBED_BWD);
         op->in[0] = dy, op->in[1] = f.in[0], op->out[0] = dt;
         return;
     }
@@ -545,7 +552,7 @@ static void backward_op(Builder *g, int32_t fi) {
         int32_t dx = rg(g, f.in[0]) ? grad_target(g, f.in[0], &accum) : -1;
         int32_t dw = param_grad(g, f.in[1]);
         if (dx < 0 && dw < 0) return;
-        op = bwd_op(g, fi, OP_RMSNORM_BWD);
+        op = bwd_op(g, &f, OP_RMSNORM_BWD);
         op->in[0] = dy, op->in[1] = f.in[0], op->in[2] = f.in[1], op->in[3] = f.out[1];
         op->out[0] = dx, op->out[1] = dw, op->accum = accum ? 1 : 0;
         return;
@@ -567,7 +574,7 @@ static void backward_op(Builder *g, int32_t fi) {
             snprintf(name, sizeof name, "%s.bwd", p->tensors[f.tmp[0]].name);
             xd = new_tensor(g, name, PLAN_ACT, PLAN_F32, M * K);
         }
-        op = bwd_op(g, fi, OP_LINEAR_BWD);
+        op = bwd_op(g, &f, OP_LINEAR_BWD);
         /* x only for weight gradients: a frozen layer's input need not be kept */
         op->in[0] = dy, op->in[1] = dW >= 0 || dA >= 0 ? f.in[0] : -1, op->in[2] = f.in[1];
         op->in[3] = f.in[3], op->in[4] = f.in[4], op->in[5] = dB >= 0 ? f.out[1] : -1;
@@ -582,7 +589,7 @@ static void backward_op(Builder *g, int32_t fi) {
     case OP_ROPE: {
         WriteGrad w = write_grad(g, f.in[0]);
         if (w.dst < 0) return;
-        op = bwd_op(g, fi, OP_ROPE_BWD);
+        op = bwd_op(g, &f, OP_ROPE_BWD);
         op->in[0] = dy, op->in[1] = f.in[1], op->out[0] = w.dst;
         finish_write(g, w, f.layer);
         return;
@@ -597,7 +604,7 @@ static void backward_op(Builder *g, int32_t fi) {
                 w[i].dst = act(g, f.layer, "attn.unused_grad", p->tensors[f.in[i]].numel);
         }
         int32_t delta = act(g, f.layer, "attn.delta", f.n[0] * f.n[2] * f.n[1]);
-        op = bwd_op(g, fi, OP_ATTENTION_BWD);
+        op = bwd_op(g, &f, OP_ATTENTION_BWD);
         op->in[0] = dy, op->in[1] = f.out[0], op->in[2] = f.out[1], op->in[3] = f.in[0];
         op->in[4] = f.in[1], op->in[5] = f.in[2], op->in[6] = f.in[3];
         op->out[0] = w[0].dst, op->out[1] = w[1].dst, op->out[2] = w[2].dst;
@@ -611,7 +618,7 @@ static void backward_op(Builder *g, int32_t fi) {
         if (wg.dst < 0 && wu.dst < 0) return;
         if (wg.dst < 0) wg.dst = act(g, f.layer, "mlp.unused_grad", f.n[0]);
         if (wu.dst < 0) wu.dst = act(g, f.layer, "mlp.unused_grad", f.n[0]);
-        op = bwd_op(g, fi, OP_GLU_BWD);
+        op = bwd_op(g, &f, OP_GLU_BWD);
         op->in[0] = dy, op->in[1] = f.in[0], op->in[2] = f.in[1];
         op->out[0] = wg.dst, op->out[1] = wu.dst;
         finish_write(g, wg, f.layer);
@@ -627,6 +634,8 @@ static void backward_op(Builder *g, int32_t fi) {
             if (!rg(g, x)) continue;
             if (g->grad_of[x] < 0) {
                 g->grad_of[x] = dy;
+                if (i == 0) /* the residual stream's gradient, one buffer through all layers */
+                    snprintf(p->tensors[dy].name, PLAN_NAME_LEN, "d:residual");
                 continue;
             }
             op = new_op(g, OP_ACCUM, PHASE_BACKWARD, f.layer);
@@ -637,7 +646,7 @@ static void backward_op(Builder *g, int32_t fi) {
     case OP_SOFTCAP: {
         WriteGrad w = write_grad(g, f.in[0]);
         if (w.dst < 0) return;
-        op = bwd_op(g, fi, OP_SOFTCAP_BWD);
+        op = bwd_op(g, &f, OP_SOFTCAP_BWD);
         op->in[0] = dy, op->in[1] = f.in[0], op->out[0] = w.dst;
         finish_write(g, w, f.layer);
         return;
@@ -646,8 +655,60 @@ static void backward_op(Builder *g, int32_t fi) {
     }
 }
 
+/* Gradient checkpointing, per decoder layer: the forward keeps only each layer's input (the
+ * residual stream); just before a layer's backward, its forward ops run again into fresh
+ * tensors (`map` sends each original to its copy), and the backward reads those. Everything
+ * else the layer made dies inside the forward, so activation memory is one layer's worth plus
+ * the residual stream. LoRA dropout masks are counter-based: the rerun draws the same ones. */
+static void recompute_layer(Builder *g, int l, int32_t *map) {
+    Plan *p = g->p;
+    /* every op but the last (the residual ADD, whose output is the checkpoint) */
+    assert(p->ops[g->layer_end[l] - 1].kind == OP_ADD);
+    for (int32_t j = g->layer_begin[l]; j < g->layer_end[l] - 1; j++) {
+        PlanOp c = p->ops[j];
+        for (int k = 0; k < PLAN_IN; k++)
+            if (c.in[k] >= 0) c.in[k] = map[c.in[k]];
+        int32_t *outs[2] = {c.out, c.tmp};
+        const int cnt[2] = {PLAN_OUT, PLAN_TMP};
+        for (int s = 0; s < 2; s++)
+            for (int k = 0; k < cnt[s]; k++) {
+                int32_t t = outs[s][k];
+                if (t < 0) continue;
+                char name[PLAN_NAME_LEN + 8];
+                snprintf(name, sizeof name, "%s@re", p->tensors[t].name);
+                int32_t copy = new_tensor(g, name, PLAN_ACT, (PlanDtype)p->tensors[t].dtype,
+                                          p->tensors[t].numel);
+                g->requires_grad[copy] = g->requires_grad[t];
+                map[t] = copy;
+                outs[s][k] = copy;
+            }
+        c.phase = PHASE_BACKWARD;
+        PlanOp *op = new_op(g, (PlanOpKind)c.kind, PHASE_BACKWARD, l);
+        *op = c;
+    }
+}
+
 static void backward(Builder *g) {
-    for (int32_t i = g->p->n_forward - 1; i >= 0; i--) backward_op(g, i);
+    Plan *p = g->p;
+    const int32_t n_fwd_tensors = p->n_tensors;
+    int32_t *map = xmalloc((size_t)n_fwd_tensors * sizeof *map);
+    for (int32_t t = 0; t < n_fwd_tensors; t++) map[t] = t;
+    for (int32_t i = p->n_forward - 1; i >= 0; i--) {
+        PlanOp f = p->ops[i];
+        const int l = f.layer;
+        if (g->o->checkpoint_layers && l >= 0) {
+            /* rerun the layer only if its backward will run: its output has a gradient */
+            if (i == g->layer_end[l] - 1 && g->grad_of[f.out[0]] >= 0) recompute_layer(g, l, map);
+            for (int k = 0; k < PLAN_IN; k++)
+                if (f.in[k] >= 0 && f.in[k] < n_fwd_tensors) f.in[k] = map[f.in[k]];
+            for (int k = 0; k < PLAN_OUT; k++)
+                if (f.out[k] >= 0 && f.out[k] < n_fwd_tensors) f.out[k] = map[f.out[k]];
+            for (int k = 0; k < PLAN_TMP; k++)
+                if (f.tmp[k] >= 0 && f.tmp[k] < n_fwd_tensors) f.tmp[k] = map[f.tmp[k]];
+        }
+        backward_op(g, f);
+    }
+    free(map);
 }
 
 // --- memory: lifetimes, then first-fit by decreasing size
@@ -733,6 +794,8 @@ static void plan_memory(Plan *p) {
 
 // --- building
 
+static bool plan_check(const Plan *p, char *err, size_t errlen);
+
 bool graph_options_from_recipe(GraphOptions *o, const Recipe *r, char *err, size_t errlen) {
     memset(o, 0, sizeof *o);
     const char *ft = R_STR(r, finetuning_type);
@@ -761,6 +824,7 @@ bool graph_options_from_recipe(GraphOptions *o, const Recipe *r, char *err, size
     LIST(freeze_extra_modules, freeze_extra_modules)
 #undef LIST
     o->freeze_trainable_layers = R_INT(r, freeze_trainable_layers);
+    o->checkpoint_layers = R_BOOL(r, gradient_checkpointing);
     return true;
 }
 
@@ -785,6 +849,7 @@ Plan *graph_build(const GraphOptions *o, const ModelSpec *m, char *err, size_t e
     p->B = o->B, p->T = o->T, p->V = m->V, p->C = m->C, p->L = m->L, p->NH = m->NH;
     p->NKV = m->NKV, p->HD = m->HD, p->FF = m->FF;
     p->finetune = (uint8_t)o->finetune;
+    p->checkpoint_layers = o->checkpoint_layers;
     if (o->finetune == FT_LORA) {
         p->lora_rank = o->lora_rank;
         double alpha = o->lora_alpha > 0 ? o->lora_alpha : 2.0 * (double)o->lora_rank;
@@ -799,6 +864,8 @@ Plan *graph_build(const GraphOptions *o, const ModelSpec *m, char *err, size_t e
     g.param_of_role = xmalloc(slots * sizeof(int32_t));
     g.lora_a = xmalloc(slots * sizeof(int32_t));
     g.lora_b = xmalloc(slots * sizeof(int32_t));
+    g.layer_begin = xcalloc((size_t)m->L + 1, sizeof(int32_t));
+    g.layer_end = xcalloc((size_t)m->L + 1, sizeof(int32_t));
     for (size_t i = 0; i < slots; i++) g.param_of_role[i] = g.lora_a[i] = g.lora_b[i] = -1;
     int64_t BT = o->B * o->T;
     p->input_ids = new_tensor(&g, "input_ids", PLAN_INPUT, PLAN_I32, BT);
@@ -809,13 +876,17 @@ Plan *graph_build(const GraphOptions *o, const ModelSpec *m, char *err, size_t e
     int32_t n_train = 0;
     for (int32_t i = 0; ok && i < p->n_params; i++) n_train += p->params[i].trainable;
     if (ok && n_train == 0)
-        ok = errf(err, errlen, "finetuning_type freeze: nothing trains (freeze_trainable_layers "
+        ok = errf(err, errlen,
+                  "finetuning_type freeze: nothing trains (freeze_trainable_layers "
                   "%" PRId64 ", no freeze_extra_modules); train at least one layer or module",
                   o->freeze_trainable_layers);
     if (ok) {
         forward(&g);
         backward(&g);
         plan_memory(p);
+        char why[ERR_LEN];
+        if (!plan_check(p, why, sizeof why))
+            util_fatal("graph: built an inconsistent plan: %s", why);
         for (int32_t i = 0; i < p->n_ops; i++) {
             if (p->ops[i].phase == PHASE_BACKWARD)
                 p->flops_backward += p->ops[i].flops;
@@ -826,6 +897,8 @@ Plan *graph_build(const GraphOptions *o, const ModelSpec *m, char *err, size_t e
     free(g.param_of_role);
     free(g.lora_a);
     free(g.lora_b);
+    free(g.layer_begin);
+    free(g.layer_end);
     free(g.grad_of);
     free(g.requires_grad);
     if (!ok) {
@@ -868,11 +941,23 @@ static void print_bytes(FILE *f, int64_t elems) {
         fprintf(f, "%.1f KiB", b / 1024);
 }
 
-static void print_list(FILE *f, const Plan *p, const int32_t *t, int n) {
+/* a tensor's name for the op listing: PEFT's "base_model.model." prefix says nothing there */
+static const char *short_name(const Plan *p, int32_t t) {
+    const char *n = p->tensors[t].name;
+    const char *peft = strstr(n, "base_model.model.");
+    static _Thread_local char buf[PLAN_NAME_LEN];
+    if (!peft) return n;
+    snprintf(buf, sizeof buf, "%.*s%s", (int)(peft - n), n, peft + strlen("base_model.model."));
+    return buf;
+}
+
+/* the tensors of one side of an op, comma separated; accum marks those added into */
+static void print_list(FILE *f, const Plan *p, const int32_t *t, int n, unsigned accum) {
     bool first = true;
     for (int i = 0; i < n; i++) {
         if (t[i] < 0) continue;
-        fprintf(f, "%s%s", first ? "" : ", ", p->tensors[t[i]].name);
+        fprintf(f, "%s%s%s", first ? "" : ", ", short_name(p, t[i]),
+                (accum >> i) & 1 ? " (+=)" : "");
         first = false;
     }
 }
@@ -884,6 +969,7 @@ void plan_print(const Plan *p, FILE *f) {
             " C=%" PRId64 " L=%" PRId64 " NH=%" PRId64 " NKV=%" PRId64 " HD=%" PRId64
             " FF=%" PRId64,
             p->version, ft[p->finetune], p->B, p->T, p->V, p->C, p->L, p->NH, p->NKV, p->HD, p->FF);
+    if (p->checkpoint_layers) fprintf(f, "; gradient checkpointing per layer");
     if (p->finetune == FT_LORA)
         fprintf(f, "; LoRA R=%" PRId64 " scale=%g dropout=%g", p->lora_rank, p->lora_scale,
                 p->lora_dropout);
@@ -892,13 +978,9 @@ void plan_print(const Plan *p, FILE *f) {
     for (int32_t i = 0; i < p->n_ops; i++) {
         const PlanOp *op = &p->ops[i];
         fprintf(f, "  %4d %-13s ", i, plan_op_name(op->kind));
-        print_list(f, p, op->in, PLAN_IN);
+        print_list(f, p, op->in, PLAN_IN, 0);
         fprintf(f, " -> ");
-        for (int k = 0; k < PLAN_OUT; k++) {
-            if (op->out[k] < 0) continue;
-            fprintf(f, "%s%s%s", k && op->out[k - 1] >= 0 ? ", " : "", p->tensors[op->out[k]].name,
-                    (op->accum >> k) & 1 ? " (+=)" : "");
-        }
+        print_list(f, p, op->out, PLAN_OUT, op->accum);
         if (op->flops) fprintf(f, "  [%.3g MFLOP]", (double)op->flops / 1e6);
         fputc('\n', f);
     }
@@ -970,6 +1052,7 @@ void plan_serialize(const Plan *p, StrBuf *out) {
     const int64_t dims[] = {p->B, p->T, p->V, p->C, p->L, p->NH, p->NKV, p->HD, p->FF};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) put_i64(out, dims[i]);
     put_u8(out, p->finetune);
+    put_u8(out, p->checkpoint_layers);
     put_i64(out, p->lora_rank), put_f32(out, p->lora_scale), put_f32(out, p->lora_dropout);
     put_rope(out, &p->rope[0]), put_rope(out, &p->rope[1]);
     put_i64(out, p->max_positions);
@@ -1065,9 +1148,120 @@ static void get_rope(Reader *r, ModelRope *x) {
     x->mscale = get_f64(r), x->mscale_all_dim = get_f64(r), x->truncate = get_u8(r) != 0;
 }
 
+/* What each slot of an op must hold, from its sizes n[]: element counts (0: the slot must be
+ * empty), which slots are required, which hold int32. */
+typedef struct {
+    int64_t in[PLAN_IN], out[PLAN_OUT], tmp[PLAN_TMP];
+    unsigned need_in, need_out, int_in;
+    bool ok; /* the sizes themselves make sense */
+} Shapes;
+
+/* a * b, or -1 (matching no tensor) when either is negative or the product overflows: the
+ * sizes come from bytes that may be damaged */
+static int64_t mul(int64_t a, int64_t b) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return -1;
+    return r;
+}
+
+static int64_t mul3(int64_t a, int64_t b, int64_t c) { return mul(mul(a, b), c); }
+
+static Shapes op_shapes(const PlanOp *op) {
+    const int64_t *n = op->n;
+    Shapes s = {.ok = true};
+    switch ((PlanOpKind)op->kind) {
+    case OP_EMBED:
+        s = (Shapes){{n[0], mul(n[2], n[1])}, {mul(n[0], n[1])}, {0}, 3, 1, 1, true};
+        break;
+    case OP_EMBED_BWD:
+        s = (Shapes){{mul(n[0], n[1]), n[0]}, {mul(n[2], n[1])}, {0}, 3, 1, 2, true};
+        break;
+    case OP_RMSNORM: {
+        const int64_t RD = mul(n[0], n[1]);
+        s = (Shapes){{RD, n[1]}, {RD, n[0]}, {0}, 3, 3, 0, true};
+        break;
+    }
+    case OP_RMSNORM_BWD: {
+        const int64_t RD = mul(n[0], n[1]);
+        s = (Shapes){{RD, RD, n[1], n[0]}, {RD, n[1]}, {0}, 15, 0, 0, true};
+        break;
+    }
+    case OP_LINEAR:
+    case OP_LINEAR_BWD: {
+        const int64_t M = n[0], N = n[1], K = n[2], R = n[3];
+        const int64_t MK = mul(M, K), NK = mul(N, K), RK = mul(R, K), NR = mul(N, R);
+        const int64_t MN = mul(M, N), MR = mul(M, R);
+        if (op->kind == OP_LINEAR)
+            s = (Shapes){{MK, NK, N, RK, NR}, {MN, MR}, {MK}, 3, 1, 0, true};
+        else
+            s = (Shapes){{MN, MK, NK, RK, NR, MR}, {MK, NK, N, RK, NR}, {MR, MK}, 5, 0, 0, true};
+        s.ok = (op->in[3] < 0) == (op->in[4] < 0) && (op->in[3] < 0 || R > 0);
+        break;
+    }
+    case OP_ROPE:
+    case OP_ROPE_BWD: {
+        const int64_t X = mul3(n[0], n[1], n[2]);
+        const bool ok = n[2] % 2 == 0 && n[2] <= 1024 && (n[3] == 0 || n[3] == 1);
+        s = (Shapes){{X, n[0]}, {X}, {0}, 3, 1, 2, ok};
+        break;
+    }
+    case OP_ATTENTION:
+    case OP_ATTENTION_BWD: {
+        const int64_t B = n[0], T = n[1], NH = n[2], NKV = n[3], HD = n[4], BT = mul(B, T);
+        const int64_t q = mul3(BT, NH, HD), kv = mul3(BT, NKV, HD), l = mul(BT, NH);
+        if (op->kind == OP_ATTENTION)
+            s = (Shapes){{q, kv, kv, BT}, {q, l}, {0}, 15, 3, 8, true};
+        else
+            s = (Shapes){{q, q, l, q, kv, kv, BT}, {q, kv, kv}, {l}, 127, 7, 64, true};
+        s.ok = NKV > 0 && NH % NKV == 0 && HD <= 1024;
+        break;
+    }
+    case OP_GLU: s = (Shapes){{n[0], n[0]}, {n[0]}, {0}, 3, 1, 0, n[1] <= MODEL_ACT_GELU}; break;
+    case OP_GLU_BWD:
+        s = (Shapes){{n[0], n[0], n[0]}, {n[0], n[0]}, {0}, 7, 3, 0, n[1] <= MODEL_ACT_GELU};
+        break;
+    case OP_ADD: s = (Shapes){{n[0], n[0]}, {n[0]}, {0}, 3, 1, 0, true}; break;
+    case OP_SOFTCAP: s = (Shapes){{n[0]}, {n[0]}, {0}, 1, 1, 0, op->f[0] > 0}; break;
+    case OP_SOFTCAP_BWD: s = (Shapes){{n[0], n[0]}, {n[0]}, {0}, 3, 1, 0, op->f[0] > 0}; break;
+    case OP_LOSS: {
+        const int64_t BT = mul(n[0], n[1]), X = mul(BT, n[2]);
+        s = (Shapes){{X, BT}, {X}, {0}, 3, 1, 2, true};
+        break;
+    }
+    case OP_ACCUM: s = (Shapes){{n[0]}, {n[0]}, {0}, 1, 1, 0, true}; break;
+    case OP_KIND_COUNT: s.ok = false; break;
+    }
+    for (int k = 0; k < 6; k++) s.ok &= n[k] >= 0;
+    return s;
+}
+
+static bool slot_ok(const Plan *p, int32_t t, int64_t want, bool needed, bool is_int) {
+    if (t < 0) return !needed;
+    return want > 0 && p->tensors[t].numel == want &&
+           p->tensors[t].dtype == (is_int ? PLAN_I32 : PLAN_F32);
+}
+
+static bool op_check(const Plan *p, int32_t i, char *err, size_t errlen) {
+    const PlanOp *op = &p->ops[i];
+    Shapes s = op_shapes(op);
+    bool ok = s.ok;
+    for (int k = 0; k < PLAN_IN; k++)
+        ok &= slot_ok(p, op->in[k], s.in[k], (s.need_in >> k) & 1, (s.int_in >> k) & 1);
+    for (int k = 0; k < PLAN_OUT; k++)
+        ok &= slot_ok(p, op->out[k], s.out[k], (s.need_out >> k) & 1, false);
+    for (int k = 0; k < PLAN_TMP; k++) ok &= slot_ok(p, op->tmp[k], s.tmp[k], false, false);
+    if (!ok)
+        return errf(err, errlen, "plan: op %d (%s) does not match its tensors' sizes", i,
+                    plan_op_name(op->kind));
+    return true;
+}
+
 static bool plan_check(const Plan *p, char *err, size_t errlen) {
     if (p->finetune > FT_LORA)
         return errf(err, errlen, "plan: unknown finetuning type %d", p->finetune);
+    for (int r = 0; r < PLAN_REGIONS; r++)
+        if (p->region_size[r] < 0 || p->region_size[r] > ((int64_t)1 << 50))
+            return errf(err, errlen, "plan: region %d has an impossible size", r);
     for (int32_t i = 0; i < p->n_tensors; i++) {
         const PlanTensor *t = &p->tensors[i];
         if (t->region >= PLAN_REGIONS || t->dtype > PLAN_I32 || t->numel < 0 || t->offset < 0 ||
@@ -1082,7 +1276,7 @@ static bool plan_check(const Plan *p, char *err, size_t errlen) {
         const PlanParam *q = &p->params[i];
         if (q->tensor < 0 || q->tensor >= p->n_tensors || q->grad < -1 || q->grad >= p->n_tensors ||
             q->trainable != (q->grad >= 0) || q->ndim < 1 || q->ndim > 2 ||
-            q->shape[0] * q->shape[1] != p->tensors[q->tensor].numel)
+            mul(q->shape[0], q->shape[1]) != p->tensors[q->tensor].numel)
             return errf(err, errlen, "plan: parameter %d (%s) is inconsistent", i, q->name);
     }
     for (int32_t i = 0; i < p->n_ops; i++) {
@@ -1097,6 +1291,8 @@ static bool plan_check(const Plan *p, char *err, size_t errlen) {
                     return errf(err, errlen, "plan: op %d (%s) names tensor %d of %d", i,
                                 plan_op_name(op->kind), ids[s][k], p->n_tensors);
     }
+    for (int32_t i = 0; i < p->n_ops; i++)
+        if (!op_check(p, i, err, errlen)) return false;
     if (p->n_forward < 0 || p->n_forward > p->n_ops || p->loss_op < 0 || p->loss_op >= p->n_ops ||
         p->ops[p->loss_op].kind != OP_LOSS)
         return errf(err, errlen, "plan: the loss op is missing");
@@ -1123,6 +1319,7 @@ Plan *plan_deserialize(const void *bytes, size_t len, char *err, size_t errlen) 
     int64_t *dims[] = {&p->B, &p->T, &p->V, &p->C, &p->L, &p->NH, &p->NKV, &p->HD, &p->FF};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) *dims[i] = get_i64(&r);
     p->finetune = get_u8(&r);
+    p->checkpoint_layers = get_u8(&r) != 0;
     p->lora_rank = get_i64(&r), p->lora_scale = get_f32(&r), p->lora_dropout = get_f32(&r);
     get_rope(&r, &p->rope[0]), get_rope(&r, &p->rope[1]);
     p->max_positions = get_i64(&r);

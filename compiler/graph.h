@@ -8,7 +8,9 @@
  *               LINEAR down, [RMSNORM], ADD; final RMSNORM, LINEAR lm_head, [SOFTCAP]
  *     loss      LOSS: shifted cross-entropy; its gradient overwrites the logits in place
  *     backward  the *_BWD op of each forward op whose output has a gradient, in reverse, only
- *               as far down as something trainable needs (autograd's requires_grad rule)
+ *               as far down as something trainable needs (autograd's requires_grad rule);
+ *               with gradient checkpointing each layer's forward ops run again (into fresh
+ *               tensors) just before that layer's backward ops
  *
  * Tensors live in four regions of one arena, each planned statically:
  *     PARAM  every weight (base and LoRA), fp32 here (the CUDA plan may store base in bf16)
@@ -50,6 +52,8 @@
  *   SOFTCAP_BWD     dy, x                                dx                         -
  *   ACCUM           src                                  dst (+=)                   -
  *
+ * ADD has no backward op of its own: each input's gradient is the output's gradient buffer
+ * itself, or an ACCUM into the gradient the input already has.
  * A backward op's `accum` bit k says out[k] adds into what is there instead of writing
  * (activation gradients reached by several consumers); gradients of parameters always add.
  * The sizes and scalars of a *_BWD op are those of its forward op (n[], f[] copied).
@@ -65,7 +69,7 @@
 #include "recipe.h"
 #include "util.h"
 
-#define PLAN_VERSION 1
+#define PLAN_VERSION 2 /* 2: gradient checkpointing flag */
 #define PLAN_NAME_LEN 128
 #define PLAN_IN 7
 #define PLAN_OUT 5
@@ -109,7 +113,7 @@ typedef enum { PARAM_BASE, PARAM_LORA_A, PARAM_LORA_B } PlanParamKind;
 typedef struct {
     char name[PLAN_NAME_LEN];   /* HF name (full, freeze); PEFT's saved name in lora mode:
                                    "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
-                                   modules_to_save as "base_model.model.model.embed_tokens.weight" */
+                                   modules_to_save: "base_model.model.model.norm.weight" */
     char source[PLAN_NAME_LEN]; /* the base checkpoint tensor it is read from ("" for LoRA) */
     uint8_t kind;               /* PlanParamKind */
     bool trainable;
@@ -128,6 +132,7 @@ typedef struct {
     // what the plan was built for
     int64_t B, T, V, C, L, NH, NKV, HD, FF;
     uint8_t finetune;       /* PlanFinetune */
+    bool checkpoint_layers; /* gradient checkpointing: backward reruns each layer's forward */
     int64_t lora_rank;      /* 0 unless lora */
     float lora_scale, lora_dropout;
     ModelRope rope[2];      /* [0] full-attention layers, [1] sliding-window layers */
@@ -150,6 +155,8 @@ typedef struct {
 typedef struct {
     PlanFinetune finetune;
     int64_t B, T;
+    bool checkpoint_layers; /* gradient_checkpointing: keep only each layer's input and rerun
+                               the layer's forward just before its backward */
     // lora
     int64_t lora_rank;
     double lora_alpha;      /* 0 = 2 * rank */

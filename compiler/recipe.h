@@ -156,6 +156,10 @@ enum {
       "System prompt used when an example has none (null: the template's).")                   \
     X(enable_thinking, RT_BOOL, "dataset", "true", 0, 0, NULL, NULL, RK_NULLABLE,              \
       "Reasoning templates: keep thinking in the prompt (true) or not.")                        \
+    X(preserve_thinking, RT_BOOL, "dataset", "false", 0, 0, NULL, NULL, 0,                      \
+      "Reasoning templates: keep earlier turns' thinking instead of discarding it.")            \
+    X(preprocessing_batch_size, RT_INT, "dataset", "1000", 1, 1e9, NULL, NULL, 0,               \
+      "Examples encoded per batch; packing, pt blocks and kto pairs form within a batch.")       \
     X(overwrite_cache, RT_BOOL, "dataset", "false", 0, 0, NULL, NULL, 0,                       \
       "Re-tokenize even when the token cache is up to date.")                                   \
     X(tokenized_path, RT_STR, "dataset", NULL, 0, 0, NULL, NULL, RK_NULLABLE,                  \

@@ -95,6 +95,8 @@ void enc_options_from_recipe(const Recipe *r, EncodeOptions *o) {
     o->train_on_prompt = R_BOOL(r, train_on_prompt);
     o->mask_history = R_BOOL(r, mask_history);
     o->enable_thinking = R_NULL(r, enable_thinking) ? -1 : R_BOOL(r, enable_thinking) ? 1 : 0;
+    o->preserve_thinking = R_BOOL(r, preserve_thinking);
+    o->batch_size = (size_t)R_INT(r, preprocessing_batch_size);
     o->template_name = R_NULL(r, template) ? "empty" : R_STR(r, template);
     o->tool_format = R_NULL(r, tool_format) ? NULL : R_STR(r, tool_format);
     o->default_system = R_NULL(r, default_system) ? NULL : R_STR(r, default_system);
@@ -315,13 +317,27 @@ static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n
         free(path);
         return false;
     }
-    JsonDoc *doc = json_parse(text, len, path, err, errlen);
-    if (!doc) {
+    /* only the added_tokens array is parsed (a vocabulary can be megabytes); offsets into it
+     * are made offsets into text by adding base */
+    size_t base = 0, sublen = 0;
+    for (const char *p = text; (p = strstr(p, "\"added_tokens\"")) != NULL; p++) {
+        const char *q = p + strlen("\"added_tokens\"");
+        while (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t') q++;
+        if (*q++ != ':') continue; /* a string, not the key */
+        while (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t') q++;
+        if (*q != '[') continue;
+        base = (size_t)(q - text);
+        sublen = skip_json(text, len, base) - base;
+        break;
+    }
+    JsonDoc *doc = sublen ? json_parse(text + base, sublen, path, err, errlen) : NULL;
+    if (sublen && !doc) {
         free(text);
         free(path);
         return false;
     }
-    const Json *added = json_get(json_root(doc), "added_tokens");
+    const Json *added = doc ? json_root(doc) : NULL;
+    const char *sub = text + base;
     Edit *edits = NULL;
     size_t n_edits = 0;
     bool *found = xcalloc(n_words, sizeof *found);
@@ -338,7 +354,7 @@ static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n
             const Json *v = json_get(a, flags[f].key);
             if (!v || v->type != JSON_BOOL || v->boolean == flags[f].want) continue;
             edits = xrealloc(edits, (n_edits + 1) * sizeof *edits);
-            edits[n_edits++] = (Edit){offset_of(text, len, v->line, v->col), v->boolean ? 4 : 5,
+            edits[n_edits++] = (Edit){base + offset_of(sub, sublen, v->line, v->col), v->boolean ? 4 : 5,
                                       flags[f].want ? "true" : "false"};
         }
     }
@@ -370,11 +386,11 @@ static bool readd_tokens(Encoder *e, const char *tok_dir, char **words, size_t n
         size_t at;
         const char *with = add.data;
         if (added->arr.n == 0) {
-            at = offset_of(text, len, added->line, added->col) + 1; /* after "[" */
-            with += 2;                                               /* no ", " before the first */
+            at = base + 1; /* after "[" */
+            with += 2;     /* no ", " before the first */
         } else {
             const Json *last = added->arr.items[added->arr.n - 1];
-            at = skip_json(text, len, offset_of(text, len, last->line, last->col));
+            at = skip_json(text, len, base + offset_of(sub, sublen, last->line, last->col));
         }
         edits = xrealloc(edits, (n_edits + 1) * sizeof *edits);
         edits[n_edits++] = (Edit){at, 0, with};
@@ -539,6 +555,8 @@ void enc_free(Encoder *e) {
 int32_t enc_eos_id(const Encoder *e) { return e->eos_id; }
 int32_t enc_pad_id(const Encoder *e) { return e->pad_id; }
 int32_t enc_bos_id(const Encoder *e) { return e->bos_id; }
+
+size_t enc_id_limit(const Encoder *e) { return tok_id_limit(e->tok); }
 
 void enc_key_text(const Encoder *e, StrBuf *out) {
     const EncodeOptions *o = &e->o;

@@ -139,8 +139,13 @@ typedef struct Encoder Encoder;
 /* lib: the engine's Lua sources ("lua/llfc/json.lua", "lua/llfc/tools.lua",
  * "lua/llfc/template.lua"); tpl: the template file's source. tok_dir: the tokenizer's folder,
  * for tokenizer_config.json (the eos / bos text and tokenizer class, as transformers 4.5x reads
- * them); NULL uses what tok knows. The template is checked here; errors name it. Notes (stop
- * words the tokenizer lacks, ...) go to *notes when notes != NULL. */
+ * them) and tokenizer.json; NULL uses what tok knows. The template is checked here; errors
+ * name it.
+ * LF's fix_special_tokens is mirrored exactly: the template's eos and stop words are (re-)added
+ * as special tokens the way transformers' add_special_tokens does it (default flags; a word the
+ * vocabulary lacks gets the next id, so ids may reach tok_vocab_size(tok) and beyond: the model
+ * then needs resize_vocab, as LF warns). The encoder keeps its own copy of the tokenizer when
+ * that changes anything; notes about it go to *notes when notes != NULL. */
 Encoder *enc_new(const EncodeOptions *o, const Tokenizer *tok, const char *tok_dir, const LuaSource *lib,
                  size_t n_lib, const LuaSource *tpl, StrBuf *notes, char *err, size_t errlen);
 void enc_free(Encoder *e);
@@ -155,8 +160,12 @@ bool enc_run(Encoder *e, const DataExample *ex, size_t n, EncodedSet *out, char 
 int32_t enc_eos_id(const Encoder *e);
 int32_t enc_pad_id(const Encoder *e);
 int32_t enc_bos_id(const Encoder *e);
-/* What the tokens depend on beyond the options, for the token cache key: the template as
- * resolved (its tool format, the llama3 date when used) */
+/* One past the largest id the encoder can produce (added special tokens included): rows the
+ * embedding needs. */
+size_t enc_id_limit(const Encoder *e);
+/* Everything the tokens depend on besides the data and the tokenizer files, as text for the
+ * token cache key (tokcache.h): the options, the template and engine sources, the tool formats
+ * as resolved (and the llama3 tool prompt's date when it is used), the special ids. */
 void enc_key_text(const Encoder *e, StrBuf *out);
 
 #endif

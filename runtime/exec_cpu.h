@@ -6,7 +6,7 @@
  *
  *     ExecCpu *ex = exec_cpu_new(plan, seed, err, errlen);
  *     exec_cpu_load_model(ex, "model_dir", ...);   base weights (F32/F16/BF16 -> fp32)
- *     exec_cpu_init_lora(ex);                      or exec_cpu_load_adapter(ex, "adapter.safetensors")
+ *     exec_cpu_init_lora(ex);                 or exec_cpu_load_adapter(ex, "adapter.safetensors")
  *     loop: exec_cpu_step(ex, &batch, grad_scale, &loss)   forward + loss + backward, grads +=
  *           optimizer over exec_cpu_params(ex, &n); exec_cpu_zero_grad(ex)
  *

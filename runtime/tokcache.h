@@ -19,6 +19,15 @@
  *           seq_len u32[n_seqs] (packed)
  * Written to PATH.tmp.PID, fsync'd, renamed: a killed run leaves the old cache or none. A file
  * that is truncated or inconsistent is reported and rebuilt, never trusted.
+ *
+ * In a trainer (files: dataset_info.json, the data files and the hook, as the loader read them):
+ *
+ *     TokCacheKey key;
+ *     if (!tokcache_key_for(r, enc, model_dir, files, n_files, &key, err, sizeof err)) ...
+ *     char *path = tokcache_path(r, "train");
+ *     EncodedSet train;   // build() loads the data and runs enc_run
+ *     if (!tokcache_get(path, R_BOOL(r, overwrite_cache), &key, build, ctx, &train, &log, err, sizeof err)) ...
+ *     // log: "token cache out/tokenized/train.llfctok: used (...)" or "...: rebuilt (why)"
  */
 #ifndef LLFC_TOKCACHE_H
 #define LLFC_TOKCACHE_H

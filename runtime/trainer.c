@@ -33,6 +33,7 @@
 #include "plot.h"
 #include "rng.h"
 #include "schedule.h"
+#include "tokcache.h"
 #include "tokenizer.h"
 #include "trainlog.h"
 
@@ -101,6 +102,38 @@ static bool load_data(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+typedef struct {
+    Encoder *enc;
+    const DataExample *ex;
+    size_t n;
+} EncodeJob;
+
+static bool run_encoder(void *ctx, EncodedSet *out, char *err, size_t errlen) {
+    EncodeJob *job = ctx;
+    return enc_run(job->enc, job->ex, job->n, out, err, errlen);
+}
+
+/* One split's rows: from the token cache when its key (the examples as loaded, the tokenizer
+ * files, the encoder and recipe keys) is unchanged, else encoded and cached (tokcache.h). */
+static bool encode_split(Run *run, Encoder *enc, const char *split, const DataExample *ex, size_t n,
+                         EncodedSet *out, char *err, size_t errlen) {
+    TokCacheKeyBuilder b;
+    tokcache_key_init(&b);
+    tokcache_key_examples(&b, ex, n);
+    if (!tokcache_key_tokenizer(&b, R_STR(run->r, model_name_or_path), err, errlen)) return false;
+    tokcache_key_encoding(&b, enc, run->r);
+    TokCacheKey key;
+    tokcache_key_final(&b, &key);
+    char *path = tokcache_path(run->r, split);
+    EncodeJob job = {enc, ex, n};
+    StrBuf log = {0};
+    bool ok = tokcache_get(path, R_BOOL(run->r, overwrite_cache), &key, run_encoder, &job, out, &log, err, errlen);
+    if (log.data) fprintf(stderr, "%s\n", log.data);
+    sb_free(&log);
+    free(path);
+    return ok;
+}
+
 static bool encode_data(Run *run, char *err, size_t errlen) {
     LuaSource lib[64], tpl;
     size_t n_lib = payload_lua(run->payload, lib, 64, &tpl);
@@ -112,10 +145,18 @@ static bool encode_data(Run *run, char *err, size_t errlen) {
     if (notes.data) fputs(notes.data, stderr);
     sb_free(&notes);
     if (!enc) return false;
+    if (enc_id_limit(enc) > (size_t)run->spec.V) { // LF would resize the embedding; llfc cannot yet
+        errf(err, errlen, "template %s needs token ids up to %zu but %s has %lld embedding rows; "
+             "llfc cannot resize embeddings yet (choose a template whose tokens the model has)",
+             R_STR(run->r, template), enc_id_limit(enc) - 1, R_STR(run->r, model_name_or_path),
+             (long long)run->spec.V);
+        enc_free(enc);
+        return false;
+    }
     size_t n_train, n_eval;
     const DataExample *train = data_train(run->data, &n_train), *eval = data_eval(run->data, &n_eval);
-    bool ok = enc_run(enc, train, n_train, &run->train, err, errlen);
-    if (ok && n_eval > 0) ok = run->have_eval = enc_run(enc, eval, n_eval, &run->eval, err, errlen);
+    bool ok = encode_split(run, enc, "train", train, n_train, &run->train, err, errlen);
+    if (ok && n_eval > 0) ok = run->have_eval = encode_split(run, enc, "eval", eval, n_eval, &run->eval, err, errlen);
     run->pad_id = enc_pad_id(enc);
     enc_free(enc);
     if (!ok) return false;

@@ -654,6 +654,41 @@ static void test_pt_kto_drops(void **state) {
     env_close(&env);
 }
 
+/* LF's fix_special_tokens adds the llama3 template's stop word <|eom_id|>, which this Llama 3.1
+ * tokenizer lacks, as a new special token (id 128256 = len(tokenizer)); a text holding it gets
+ * that id, and the embedding needs a row more. */
+static void test_added_tokens(void **state) {
+    (void)state;
+    Env env;
+    if (!env_open(&env, "llama3_1", "llama3")) {
+        fprintf(stderr, "[  SKIPPED ] %s: needs ../shared\n", __func__);
+        skip();
+        return;
+    }
+    char err[ERR_LEN];
+    StrBuf notes = {0};
+    EncodeOptions o = {.stage = ENC_SFT, .cutoff_len = 64, .enable_thinking = 1, .template_name = "llama3"};
+    Encoder *enc = enc_new(&o, env.tok, env.tokdir, env.src.lib, 3, &env.src.tpl, &notes, err, sizeof err);
+    if (!enc) fail_msg("%s", err);
+    assert_non_null(strstr(notes.data, "'<|eom_id|>' as id 128256"));
+    assert_int_equal(enc_id_limit(enc), 128257);
+    assert_int_equal(tok_id_limit(env.tok), 128256); /* the caller's tokenizer is untouched */
+    ExList l = {.source = xstrdup("mem.json")};
+    DataExample *e = ex_add(&l);
+    msg_add(&e->prompt, &e->n_prompt, DATA_ROLE_USER, "Hi");
+    msg_add(&e->response, &e->n_response, DATA_ROLE_ASSISTANT, "a<|eom_id|>");
+    EncodedSet s;
+    assert_true(enc_run(enc, l.ex, l.n, &s, err, sizeof err));
+    uint64_t a = enc_part_start(&s, 0, 0), n = enc_part_len(&s, 0, 0);
+    assert_int_equal(s.ids[a + n - 2], 128256); /* "a" <|eom_id|> <|eot_id|> */
+    assert_int_equal(s.ids[a + n - 1], 128009);
+    enc_set_free(&s);
+    enc_free(enc);
+    sb_free(&notes);
+    ex_list_free(&l);
+    env_close(&env);
+}
+
 /* Threads change nothing: 1 thread and 7 threads give the same bytes (KTO: KL partners across
  * chunk boundaries; small batches so several batches are exercised). */
 static void test_threads_same(void **state) {
@@ -743,6 +778,7 @@ int main(int argc, char **argv) {
     t[k++] = (struct CMUnitTest)cmocka_unit_test(test_drops_counted);
     t[k++] = (struct CMUnitTest)cmocka_unit_test(test_threads_same);
     t[k++] = (struct CMUnitTest)cmocka_unit_test(test_pt_kto_drops);
+    t[k++] = (struct CMUnitTest)cmocka_unit_test(test_added_tokens);
     t[k++] = (struct CMUnitTest)cmocka_unit_test(test_bad_setup);
     for (size_t i = 0; i < na; i++)
         t[k++] = (struct CMUnitTest){.name = aligned[i], .test_func = run_aligned, .initial_state = aligned[i]};

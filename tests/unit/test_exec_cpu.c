@@ -7,7 +7,9 @@
  * fine-tuning and for LoRA on every linear layer (rank 4 or 8, one use_rslora case, one with
  * every norm as PEFT modules_to_save: additional_target norm). The error
  * of a tensor is max|ours - theirs| / max|theirs|; each must be < 1e-4, and the worst per case
- * is printed. Freeze tuning is checked against the full gradients of the parameters it trains.
+ * is printed. Freeze tuning is checked against the full gradients of the parameters it trains;
+ * LoRA dropout against PEFT running with llfc's own Philox masks; gradient checkpointing
+ * against the same fixtures (it must change nothing but memory).
  * stories260K (a real pretrained Llama in ../shared): logits on a prompt, and llama2.c's greedy
  * story (200 tokens after BOS) reproduced as the argmax at every position, decoded by llfc's
  * tokenizer into exactly llama2.c's expected output.
@@ -205,7 +207,8 @@ static void test_full(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         GraphOptions o = {.finetune = FT_FULL};
-        run_step(cases[i].name, &o, "full", "full", false, count_prefix(cases[i].name, "full.grad."));
+        run_step(cases[i].name, &o, "full", "full", false,
+                 count_prefix(cases[i].name, "full.grad."));
     }
 }
 
@@ -231,9 +234,40 @@ static void test_lora(void **state) {
  * only) has no dropout and equals the plain LoRA logits. */
 static void test_lora_dropout_matches_peft(void **state) {
     (void)state;
-    GraphOptions o = {.finetune = FT_LORA, .lora_rank = 4, .lora_alpha = 8, .lora_dropout = 0.25,
-                      .lora_target = all_linear, .n_lora_target = 1};
-    run_step("llama", &o, "lora_dropout", "lora", true, count_prefix("llama", "lora_dropout.grad."));
+    GraphOptions o = {.finetune = FT_LORA,
+                      .lora_rank = 4,
+                      .lora_alpha = 8,
+                      .lora_dropout = 0.25,
+                      .lora_target = all_linear,
+                      .n_lora_target = 1};
+    run_step("llama", &o, "lora_dropout", "lora", true,
+             count_prefix("llama", "lora_dropout.grad."));
+}
+
+/* Gradient checkpointing changes where activations come from, never the numbers: full, LoRA
+ * with dropout (the rerun draws the same masks) and freeze, each against transformers. */
+static void test_checkpointing(void **state) {
+    (void)state;
+    GraphOptions o = {.finetune = FT_FULL, .checkpoint_layers = true};
+    run_step("gemma2", &o, "full", "full", false, count_prefix("gemma2", "full.grad."));
+    run_step("qwen2", &o, "full", "full", false, count_prefix("qwen2", "full.grad."));
+    GraphOptions l = {.finetune = FT_LORA,
+                      .lora_rank = 4,
+                      .lora_alpha = 8,
+                      .lora_target = all_linear,
+                      .n_lora_target = 1,
+                      .checkpoint_layers = true};
+    run_step("llama", &l, "lora", "lora", true, count_prefix("llama", "lora.grad."));
+    l.lora_dropout = 0.25;
+    run_step("llama", &l, "lora_dropout", "lora", true,
+             count_prefix("llama", "lora_dropout.grad."));
+    static const char *mlp[] = {"mlp"};
+    GraphOptions f = {.finetune = FT_FREEZE,
+                      .freeze_trainable_layers = 1,
+                      .freeze_trainable_modules = mlp,
+                      .n_freeze_trainable_modules = 1,
+                      .checkpoint_layers = true};
+    run_step("gemma3_text", &f, "full", "full", false, 3);
 }
 
 /* freeze: the last layer's MLP plus embed_tokens; gradients equal full fine-tuning's for those
@@ -254,7 +288,8 @@ static void test_freeze(void **state) {
                        .freeze_trainable_layers = -1,
                        .freeze_trainable_modules = all,
                        .n_freeze_trainable_modules = 1};
-    run_step("qwen3", &o2, "full", "full", false, 11); /* layer 0: q,k,v,o, q/k norms, 3 mlp, 2 norms */
+    run_step("qwen3", &o2, "full", "full", false,
+             11); /* layer 0: q,k,v,o, q/k norms, 3 mlp, 2 norms */
 }
 
 /* Gradient accumulation: two half-scaled steps equal one step of the mean. */
@@ -470,7 +505,8 @@ static void test_stories260k(void **state) {
                 same++;
             }
             // and those tokens are llama2.c's story: its expected output, byte for byte
-            SHARED_OR_SKIP(expected_path, "models/stories260K/llama2c_test_all_expected_stdout.txt");
+            SHARED_OR_SKIP(expected_path,
+                           "models/stories260K/llama2c_test_all_expected_stdout.txt");
             size_t want_len;
             char *want_text = util_read_file(expected_path, &want_len, err, sizeof err);
             assert_non_null(want_text);
@@ -480,7 +516,8 @@ static void test_stories260k(void **state) {
             assert_true(tok_decode(tok, ids + 1, (size_t)T - 1, false, &text, err, sizeof err));
             if (text.len != want_len || memcmp(text.data, want_text, text.len) != 0)
                 fail_msg("decoded greedy story differs from llama2.c's:\n%s", text.data);
-            printf("[ stories260K  ] %zu bytes of llama2.c's expected output reproduced\n", text.len);
+            printf("[ stories260K  ] %zu bytes of llama2.c's expected output reproduced\n",
+                   text.len);
             sb_free(&text);
             tok_free(tok);
             free(want_text);
@@ -505,7 +542,9 @@ int main(void) {
         cmocka_unit_test(test_accumulation),
         cmocka_unit_test(test_lora_init),
         cmocka_unit_test(test_lora_dropout),
-        cmocka_unit_test(test_threads_bitwise), cmocka_unit_test(test_lora_dropout_matches_peft),
+        cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_lora_dropout_matches_peft),
+        cmocka_unit_test(test_checkpointing),
         cmocka_unit_test(test_stories260k),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -208,7 +208,9 @@ static void test_memory_plan(void **state) {
     static const char *cases[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"};
     static const char *all[] = {"all"};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
-        for (int ft = 0; ft < 3; ft++) {
+        for (int v = 0; v < 6; v++) {
+            const int ft = v % 3;
+            const bool ckpt = v >= 3;
             GraphOptions o = {.finetune = (PlanFinetune)ft,
                               .B = 2,
                               .T = 16,
@@ -218,7 +220,8 @@ static void test_memory_plan(void **state) {
                               .lora_dropout = ft == 2 ? 0.1 : 0,
                               .freeze_trainable_layers = 1,
                               .freeze_trainable_modules = all,
-                              .n_freeze_trainable_modules = 1};
+                              .n_freeze_trainable_modules = 1,
+                              .checkpoint_layers = ckpt};
             ModelSpec spec;
             Plan *p = build(cases[c], &o, &spec);
             check_memory(p);
@@ -255,6 +258,33 @@ static void test_backward_stops(void **state) {
     /* lm_head, final norm, the residual's copy, down, glu, gate/up, nothing else */
     assert_true(bwd > 0 && bwd <= 6);
     plan_free(p);
+    model_free(&spec);
+}
+
+/* Gradient checkpointing keeps one layer's activations instead of all of them, and pays for
+ * it with one more forward of the layers in the backward FLOPs. */
+static void test_checkpointing(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    ModelSpec spec;
+    assert_true(model_init_defaults(&spec, "qwen3", 1000, 64, 8, 4, 2, 16, 128, err, sizeof err));
+    GraphOptions o = {.finetune = FT_FULL, .B = 2, .T = 64};
+    Plan *a = graph_build(&o, &spec, err, sizeof err);
+    o.checkpoint_layers = true;
+    Plan *b = graph_build(&o, &spec, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    check_memory(b);
+    printf("[ checkpointing ] 8 layers: activations %" PRId64 " -> %" PRId64 " floats\n",
+           a->region_size[PLAN_ACT], b->region_size[PLAN_ACT]);
+    assert_true(3 * b->region_size[PLAN_ACT] < a->region_size[PLAN_ACT]);
+    int64_t layers_fwd = 0; /* the forward FLOPs of the decoder layers (not embed, lm_head) */
+    for (int32_t i = 0; i < a->n_forward; i++)
+        if (a->ops[i].layer >= 0) layers_fwd += a->ops[i].flops;
+    assert_int_equal(b->flops_forward, a->flops_forward);
+    assert_int_equal(b->flops_backward, a->flops_backward + layers_fwd);
+    plan_free(a);
+    plan_free(b);
     model_free(&spec);
 }
 
@@ -335,6 +365,28 @@ static void test_serialize_roundtrip(void **state) {
         Plan *t = plan_deserialize(a.data, n, err, sizeof err);
         if (t) fail_msg("a plan cut to %zu of %zu bytes was accepted", n, a.len);
     }
+    // damaged bytes are refused or read into a plan whose every op fits its tensors; never a
+    // crash (the ASan build reads every accepted plan in full)
+    int refused = 0, tried = 0;
+    for (size_t at = 0; at < a.len; at += 3, tried++) {
+        char *d = xmalloc(a.len);
+        memcpy(d, a.data, a.len);
+        d[at] ^= 0x5a;
+        Plan *t = plan_deserialize(d, a.len, err, sizeof err);
+        if (!t)
+            refused++;
+        else {
+            StrBuf again = {0};
+            plan_serialize(t, &again); /* touches every field */
+            assert_int_equal(again.len, a.len);
+            sb_free(&again);
+            plan_free(t);
+        }
+        free(d);
+    }
+    printf("[ bytes ] %d of %d damaged plans refused (the rest changed names, padding, scalars)\n",
+           refused, tried);
+    assert_true(refused > tried / 10);
     // a newer version says so
     char *c = xmalloc(a.len);
     memcpy(c, a.data, a.len);
@@ -364,7 +416,7 @@ static void test_print(void **state) {
     FILE *f = open_memstream(&buf, &len);
     plan_print(p, f);
     fclose(f);
-    assert_non_null(strstr(buf, "plan v1: full, micro-batch B=1 x T=8"));
+    assert_non_null(strstr(buf, "plan v2: full, micro-batch B=1 x T=8"));
     assert_non_null(strstr(buf, "attention_bwd"));
     assert_non_null(strstr(buf, "arena: "));
     assert_non_null(strstr(buf, "FLOPs per step: "));
@@ -413,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_errors_name_the_key),
         cmocka_unit_test(test_memory_plan),
         cmocka_unit_test(test_backward_stops),
+        cmocka_unit_test(test_checkpointing),
         cmocka_unit_test(test_flops),
         cmocka_unit_test(test_serialize_roundtrip),
         cmocka_unit_test(test_print),

@@ -161,7 +161,8 @@ static void test_json_lines(void **state) {
         assert_int_equal(ids->arr.n, labels->arr.n);
         if (lines == 0) { /* row 0 is LF's first example (the fixture's verbatim row) */
             const Json *lf = json_get(json_at(json_get(json_root(doc), "first"), 0), "input_ids");
-            assert_int_equal(ids->arr.n, lf->arr.n);
+            if (lf->arr.n < 256) assert_int_equal(ids->arr.n, lf->arr.n); /* the fixture keeps 256 */
+            assert_true(ids->arr.n >= lf->arr.n);
             for (size_t i = 0; i < lf->arr.n; i++) assert_int_equal(ids->arr.items[i]->num.i, lf->arr.items[i]->num.i);
         }
         json_free(row);
