@@ -187,21 +187,78 @@ static bool load_plan(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* W += scale * B A for every LoRA pair of a PEFT adapter, and its modules_to_save copied in:
+ * what PEFT's merge_and_unload does, on the fp32 base weights. */
+static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
+    OutLora cfg;
+    StModel *w;
+    if (!outputs_read_adapter(dir, &run->spec, &cfg, &w, err, errlen)) return false;
+    double scale = cfg.use_rslora ? cfg.lora_alpha / sqrt((double)cfg.r) : cfg.lora_alpha / (double)cfg.r;
+    size_t n_base;
+    const ExecParam *base = exec_cpu_all_params(run->ex, &n_base);
+    bool ok = true;
+    for (size_t i = 0; i < w->n_tensors && ok; i++) {
+        const StTensor *t = &w->tensors[i];
+        const char *tail = strstr(t->name, ".lora_A.weight");
+        if (strstr(t->name, ".lora_B.weight")) continue;
+        const char *hf = t->name + (strncmp(t->name, "base_model.model.", 17) ? 0 : 17);
+        char target[256];
+        if (tail) snprintf(target, sizeof target, "%.*s.weight", (int)(tail - hf), hf);
+        else snprintf(target, sizeof target, "%s", hf);
+        const ExecParam *p = NULL;
+        for (size_t k = 0; k < n_base && !p; k++)
+            if (!strcmp(base[k].name, target)) p = &base[k];
+        if (!p) {
+            ok = errf(err, errlen, "%s: %s adapts %s, which this model does not have", dir, t->name, target);
+            break;
+        }
+        if (!tail) { // a module PEFT saved whole (modules_to_save): it replaces the base one
+            st_read_f32(t, p->value);
+            continue;
+        }
+        char bname[300];
+        snprintf(bname, sizeof bname, "%.*s.lora_B.weight", (int)(tail - t->name), t->name);
+        const StTensor *B = st_find(w, bname);
+        int64_t out = p->shape[0], in = p->shape[1], r = t->shape[0];
+        float *a = xmalloc(sizeof *a * (size_t)(r * in)), *b = xmalloc(sizeof *b * (size_t)(out * r));
+        st_read_f32(t, a);
+        st_read_f32(B, b);
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t k = 0; k < r; k++) {
+                float bk = (float)scale * b[o * r + k];
+                for (int64_t j = 0; j < in; j++) p->value[o * in + j] += bk * a[k * in + j];
+            }
+        free(a);
+        free(b);
+    }
+    st_close(w);
+    outputs_lora_free(&cfg);
+    if (ok) fprintf(stderr, "lora: merged the adapter in %s into the base weights\n", dir);
+    return ok;
+}
+
+/* LF's rule for adapter_name_or_path (a list): every adapter but the last is merged into the
+ * base weights, and training goes on from the last; with create_new_adapter all are merged and
+ * a new adapter starts. Full and freeze merge them all. */
 static bool load_weights(Run *run, char *err, size_t errlen) {
     run->ex = exec_cpu_new(run->plan, (uint64_t)R_INT(run->r, seed), err, errlen);
     if (!run->ex || !exec_cpu_load_model(run->ex, R_STR(run->r, model_name_or_path), err, errlen)) return false;
-    if (run->plan->finetune != FT_LORA) return true;
-    if (!R_NULL(run->r, adapter_name_or_path) && R_LIST(run->r, adapter_name_or_path).n > 0 &&
-        !R_BOOL(run->r, create_new_adapter)) {
-        const char *dir = R_LIST(run->r, adapter_name_or_path).items[0];
-        char *file = util_path_join(dir, "adapter_model.safetensors");
-        bool ok = exec_cpu_load_adapter(run->ex, file, err, errlen);
-        free(file);
-        if (ok) fprintf(stderr, "lora: training on from the adapter in %s\n", dir);
-        return ok;
+    bool lora = run->plan->finetune == FT_LORA;
+    size_t n = R_NULL(run->r, adapter_name_or_path) ? 0 : R_LIST(run->r, adapter_name_or_path).n;
+    bool resume_last = lora && n > 0 && !R_BOOL(run->r, create_new_adapter);
+    for (size_t i = 0; i + (resume_last ? 1 : 0) < n; i++)
+        if (!merge_adapter(run, R_LIST(run->r, adapter_name_or_path).items[i], err, errlen)) return false;
+    if (!lora) return true;
+    if (!resume_last) {
+        exec_cpu_init_lora(run->ex);
+        return true;
     }
-    exec_cpu_init_lora(run->ex);
-    return true;
+    const char *dir = R_LIST(run->r, adapter_name_or_path).items[n - 1];
+    char *file = util_path_join(dir, "adapter_model.safetensors");
+    bool ok = exec_cpu_load_adapter(run->ex, file, err, errlen);
+    free(file);
+    if (ok) fprintf(stderr, "lora: training on from the adapter in %s\n", dir);
+    return ok;
 }
 
 static void make_optimizer(Run *run) {
@@ -289,17 +346,25 @@ static ExecBatch batch_of(const Run *run, uint64_t step) {
 
 // --- evaluation
 
+/* HF's evaluation loop: batches of per_device_eval_batch_size rows, each one's loss the mean
+ * over its tokens, the eval_loss their mean weighted by rows. An eval batch is run as as many
+ * plan micro-batches (of B rows) as it needs, their token sums added. */
 static double evaluate(Run *run) {
+    uint64_t E = (uint64_t)R_INT(run->r, per_device_eval_batch_size), rows = run->eval.n_rows;
     double sum = 0;
-    int64_t rows = 0;
-    for (uint64_t first = 0; first < run->eval.n_rows; first += (uint64_t)run->B) {
-        fill_batch(run, &run->eval, NULL, first, run->eval.n_rows);
-        ExecBatch b = batch_of(run, 0);
-        ExecLoss loss;
-        exec_cpu_forward(run->ex, &b, &loss);
-        int64_t n = (int64_t)(run->eval.n_rows - first < (uint64_t)run->B ? run->eval.n_rows - first : (uint64_t)run->B);
-        sum += loss.loss * (double)n; // HF: each batch's mean loss, repeated per sample
-        rows += n;
+    for (uint64_t first = 0; first < rows; first += E) {
+        uint64_t end = first + E < rows ? first + E : rows;
+        double loss_sum = 0;
+        int64_t count = 0;
+        for (uint64_t m = first; m < end; m += (uint64_t)run->B) {
+            fill_batch(run, &run->eval, NULL, m, end);
+            ExecBatch b = batch_of(run, 0);
+            ExecLoss loss;
+            exec_cpu_forward(run->ex, &b, &loss);
+            loss_sum += loss.loss_sum;
+            count += loss.count;
+        }
+        if (count > 0) sum += loss_sum / (double)count * (double)(end - first);
     }
     return rows ? sum / (double)rows : 0;
 }
@@ -502,8 +567,13 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     logrec_free(&m);
     if (ok && run->have_eval) {
         LogRec e = {0};
+        double t = now_s(), loss = evaluate(run);
+        trainlog_eval_metrics(&e, loss, now_s() - t, (int64_t)run->eval.n_rows, R_INT(run->r, per_device_eval_batch_size));
         logrec_float(&e, "epoch", run->state.epoch);
-        logrec_float(&e, "eval_loss", evaluate(run));
+        StrBuf table = {0};
+        trainlog_metrics_text("eval", &e, &table);
+        fputs(table.data ? table.data : "", stdout);
+        sb_free(&table);
         ok = trainlog_save_metrics(out, "eval", &e, err, errlen);
         logrec_free(&e);
     }

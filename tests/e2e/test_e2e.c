@@ -352,6 +352,22 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
         free(log);
         free(hist);
     }
+    // create_new_adapter merges the PEFT adapter into the base weights and starts a new one (B = 0):
+    // the same function, so the first two losses (lr 0 at step 1) are the adapter's
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_new%s model_name_or_path=%s/model dataset_dir=%s/data "
+            "adapter_name_or_path=%s/tests/fixtures/loop/lora_start create_new_adapter=true && cd %s && "
+            "./run_new output_dir=out_new max_steps=2", llfc, tmp, ov, tmp, root, root, tmp);
+    expect(0, "lora: merged the adapter in", cmd);
+    {
+        char *log = xprintf("%s/out_new/trainer_log.jsonl", tmp);
+        double got[4];
+        assert_int_equal(log_values(log, "loss", got, 4), 2);
+        const Json *want = json_get(json_get(json_root(doc), "lora"), "loss");
+        for (int i = 0; i < 2; i++)
+            if (fabs(got[i] - want->arr.items[i]->num.f) > 1e-5 * fabs(want->arr.items[i]->num.f))
+                fail_msg("merged adapter, step %d: loss %.8f, want %.8f", i + 1, got[i], want->arr.items[i]->num.f);
+        free(log);
+    }
     // the adapter llfc wrote equals PEFT's after the same 10 steps, tensor by tensor
     char *mine = xprintf("%s/out_lora/adapter_model.safetensors", tmp);
     StModel *a = st_open(mine, err, sizeof err), *b = st_open("tests/fixtures/loop/lora_end/adapter_model.safetensors", err, sizeof err);
