@@ -2,6 +2,8 @@
  *
  *   llfc RECIPE.yaml -o TRAINER [key=value ...]   check everything, write one executable
  *   llfc RECIPE.yaml --plan [key=value ...]       print the training step (ops, arena, FLOPs)
+ *   llfc RECIPE.yaml --emit-cuda [key=value ...]  print the generated CUDA unit (compiler/cuda_gen.h)
+ *   --arch sm_80,sm_90 | none                     GPUs the trainer's CUBINs are for (compiler/nvrtc.h)
  *   llfc check RECIPE.yaml [key=value ...]        check and print the resolved recipe
  *   llfc check --keys                             every key: type, default, meaning
  *   llfc templates                                the built-in chat templates
@@ -18,12 +20,18 @@
 #include "cmd_init_model.h"
 #include "cmd_preview.h"
 #include "cmd_tokenize.h"
+#ifdef LLFC_CUDA
+#include "cuda_gen.h"
+#include "nvrtc.h"
+#endif
 #include "pack.h"
 #include "recipe.h"
 
 static const char *USAGE =
     "usage: llfc RECIPE.yaml -o TRAINER [key=value ...]   compile a recipe into a trainer\n"
     "       llfc RECIPE.yaml --plan [key=value ...]       print the training step: ops, memory, FLOPs\n"
+    "       llfc RECIPE.yaml --emit-cuda [key=value ...]  print the generated CUDA kernels\n"
+    "       (with -o: --arch sm_80,sm_90 (default) | none   GPUs to compile for; none: CPU-only trainer)\n"
     "       llfc check RECIPE.yaml [key=value ...]        check it; print every key and its origin\n"
     "       llfc check --keys                             list every recipe key\n"
     "       llfc templates                                list the built-in chat templates\n"
@@ -48,6 +56,9 @@ static int usage_error(const char *fmt, const char *arg) {
 typedef struct {
     const char *recipe, *out;
     bool plan; /* --plan: print the training step instead of writing a trainer */
+    // --- CUDA (compiler/cuda_gen.h, compiler/nvrtc.h)
+    bool emit_cuda;   /* --emit-cuda: print the generated CUDA unit instead of writing a trainer */
+    const char *arch; /* --arch LIST: GPU architectures, or "none"; NULL = NVRTC_DEFAULT_ARCH */
     RecipeOverride *ov;
     size_t n_ov;
 } Args;
@@ -58,6 +69,17 @@ static int parse_args(int argc, char **argv, int first, Args *a) {
         const char *s = argv[i];
         if (!strcmp(s, "--plan")) {
             a->plan = true;
+        } else if (!strcmp(s, "--emit-cuda")) {
+            a->emit_cuda = true;
+        } else if (!strcmp(s, "--arch")) {
+            if (i + 1 >= argc) return usage_error("%s needs a list, e.g. sm_80,sm_90 or none", s);
+            a->arch = argv[++i];
+#ifdef LLFC_CUDA
+            char err[ERR_LEN];
+            if (!nvrtc_set_arch_list(a->arch, true, err, sizeof err)) return usage_error("%s", err);
+#else
+            if (strcmp(a->arch, "none") != 0) return usage_error("--arch %s: this llfc was built without CUDA", a->arch);
+#endif
         } else if (!strcmp(s, "-o")) {
             if (i + 1 >= argc) return usage_error("%s needs a path", s);
             a->out = argv[++i];
@@ -132,6 +154,25 @@ static int cmd_compile(int argc, char **argv) {
     if (a.plan) { // the step the trainer would run: ops, arena, FLOPs
         Recipe *r = recipe_load(a.recipe, a.ov, a.n_ov, RECIPE_FOR_TRAINER, &d);
         if (r) pack_build_plan(r, NULL, stdout, &d);
+        recipe_free(r);
+        free_args(&a);
+        return finish(&d, 0);
+    }
+    if (a.emit_cuda) { // the CUDA unit the trainer would carry
+        Recipe *r = recipe_load(a.recipe, a.ov, a.n_ov, RECIPE_FOR_TRAINER, &d);
+        StrBuf plan = {0};
+        char err[ERR_LEN] = "this llfc was built without CUDA";
+        bool ok = r && pack_build_plan(r, &plan, NULL, &d);
+#ifdef LLFC_CUDA
+        ok = ok && cuda_gen_print(plan.data, plan.len, stdout, err, sizeof err);
+#else
+        ok = false;
+#endif
+        if (r && !ok && d.errors == 0) {
+            sb_printf(&d.text, "llfc: error: %s\n", err);
+            d.errors++;
+        }
+        sb_free(&plan);
         recipe_free(r);
         free_args(&a);
         return finish(&d, 0);

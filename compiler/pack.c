@@ -4,7 +4,8 @@
  *                  library; each run once in the sandbox to check its shape
  *   files          the model folder, adapters and dataset names exist
  *   payload        recipe.yaml (resolved, with origins), recipe.source.yaml (as written),
- *                  the Lua sources, manifest.json; appended to the runtime image
+ *                  the Lua sources, manifest.json, the CUDA (cuda/...: nvrtc.h); appended to
+ *                  the runtime image
  */
 #include "pack.h"
 
@@ -17,6 +18,9 @@
 #include "inputs.h"
 #include "json.h"
 #include "model.h"
+#ifdef LLFC_CUDA
+#include "nvrtc.h"
+#endif
 #include "payload.h"
 
 /* LLaMA-Factory's template names (0.9.5), so a missing one says "not yet" instead of "unknown". */
@@ -176,19 +180,41 @@ static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *pla
     StrBuf resolved = {0};
     recipe_write_yaml(r, &resolved);
     char *man = manifest(r, lua);
+#ifdef LLFC_CUDA // --- the generated unit, its CUBINs and PTX for llfc's --arch (compiler/nvrtc.h)
+    NvrtcPayload cuda = {0};
+    static char cuda_err[16384]; /* NVRTC's log with the generated lines can be long */
+    if (!nvrtc_payload_build(&cuda, plan->data, plan->len, cuda_err, sizeof cuda_err)) {
+        sb_printf(&d->text, "llfc: error: %s\n", cuda_err);
+        d->errors++;
+        nvrtc_payload_free(&cuda);
+        free(man);
+        sb_free(&resolved);
+        return false;
+    }
+    if (cuda.note) {
+        sb_printf(&d->text, "llfc: warning: %s\n", cuda.note);
+        d->warnings++;
+    }
+#else
+    struct { PayloadEntry *entries; size_t n; } cuda = {NULL, 0}; /* llfc built without CUDA */
+#endif
     size_t n = 0;
-    PayloadEntry *e = xcalloc(lua->n + 4, sizeof *e);
+    PayloadEntry *e = xcalloc(lua->n + 4 + cuda.n, sizeof *e);
     e[n++] = (PayloadEntry){"recipe.yaml", resolved.data, resolved.len};
     e[n++] = (PayloadEntry){"plan.bin", plan->data, plan->len};
     e[n++] = (PayloadEntry){"recipe.source.yaml", r->source_text, strlen(r->source_text)};
     e[n++] = (PayloadEntry){"manifest.json", man, strlen(man)};
     for (size_t i = 0; i < lua->n; i++) e[n++] = (PayloadEntry){lua->items[i].name, lua->items[i].text, lua->items[i].len};
+    for (size_t i = 0; i < cuda.n; i++) e[n++] = cuda.entries[i];
     bool ok = payload_write(out_path, llfc_runtime_image, image_len, e, n, err, sizeof err);
     if (!ok) {
         sb_printf(&d->text, "llfc: error: %s\n", err);
         d->errors++;
     }
     free(e);
+#ifdef LLFC_CUDA
+    nvrtc_payload_free(&cuda);
+#endif
     free(man);
     sb_free(&resolved);
     return ok;

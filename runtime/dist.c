@@ -406,6 +406,9 @@ void dist_close(DistGroup *g) {
     free(g);
 }
 
+int dist_rank(const DistGroup *g) { return g->rank; }
+int dist_world(const DistGroup *g) { return g->world; }
+
 const char *dist_host_of(const DistGroup *g, int rank) {
     return rank >= 0 && rank < g->world ? g->host[rank] : "?";
 }
@@ -417,19 +420,41 @@ bool dist_broadcast(DistGroup *g, void *buf, size_t n, char *err, size_t errlen)
     return true;
 }
 
-bool dist_allreduce_sum(DistGroup *g, float *buf, size_t n, char *err, size_t errlen) {
+/* Sum n elements of `size` bytes over the ranks, in rank order; add(dst, src, n) adds one
+ * rank's values. */
+static bool allreduce(DistGroup *g, void *buf, size_t n, size_t size, void (*add)(void *, const void *, size_t),
+                      char *err, size_t errlen) {
     if (g->world == 1) return true;
     if (g->rank != 0)
-        return xfer(g, 0, buf, n * sizeof *buf, true, err, errlen) &&
-               xfer(g, 0, buf, n * sizeof *buf, false, err, errlen);
-    float *in = xmalloc(n * sizeof *in);
+        return xfer(g, 0, buf, n * size, true, err, errlen) && xfer(g, 0, buf, n * size, false, err, errlen);
+    void *in = xmalloc(n * size);
     bool ok = true;
     for (int r = 1; r < g->world && ok; r++) { // rank order: the same sum on every rank
-        ok = xfer(g, r, in, n * sizeof *in, false, err, errlen);
-        for (size_t i = 0; ok && i < n; i++) buf[i] += in[i];
+        ok = xfer(g, r, in, n * size, false, err, errlen);
+        if (ok) add(buf, in, n);
     }
     free(in);
-    return ok && dist_broadcast(g, buf, n * sizeof *buf, err, errlen);
+    return ok && dist_broadcast(g, buf, n * size, err, errlen);
+}
+
+static void add_f32(void *dst, const void *src, size_t n) {
+    float *d = dst;
+    const float *s = src;
+    for (size_t i = 0; i < n; i++) d[i] += s[i];
+}
+
+static void add_f64(void *dst, const void *src, size_t n) {
+    double *d = dst;
+    const double *s = src;
+    for (size_t i = 0; i < n; i++) d[i] += s[i];
+}
+
+bool dist_allreduce_sum(DistGroup *g, float *buf, size_t n, char *err, size_t errlen) {
+    return allreduce(g, buf, n, sizeof *buf, add_f32, err, errlen);
+}
+
+bool dist_allreduce_sum_f64(DistGroup *g, double *buf, size_t n, char *err, size_t errlen) {
+    return allreduce(g, buf, n, sizeof *buf, add_f64, err, errlen);
 }
 
 bool dist_barrier(DistGroup *g, char *err, size_t errlen) {
@@ -462,19 +487,22 @@ static void stop_all(const pid_t *pid, int n, int sig) {
         if (pid[i] > 0) kill(pid[i], sig);
 }
 
-/* Wait for every child; on the first failure, name it and stop the rest (TERM, then KILL
- * after 10 s). Returns the launcher's exit status. */
+/* Wait for every child. On the first failure, name it; the others get 3 s to notice on their
+ * own (they report the rank they lost), then TERM, then KILL 10 s later. Returns the
+ * launcher's exit status: the failed rank's. */
 static int wait_ranks(pid_t *pid, int n, int first_rank) {
     int status_out = 0, left = n;
-    double kill_at = 0;
+    double term_at = 0, kill_at = 0;
     while (left > 0) {
         int st;
-        pid_t w = waitpid(-1, &st, kill_at > 0 ? WNOHANG : 0);
+        pid_t w = waitpid(-1, &st, term_at > 0 ? WNOHANG : 0);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) break;
-        if (w == 0) { // stopping the others: escalate when they ignore TERM
-            if (now_s() > kill_at) stop_all(pid, n, SIGKILL);
-            usleep(100 * 1000);
+        if (w == 0) {
+            double t = now_s();
+            if (kill_at > 0 && t > kill_at) stop_all(pid, n, SIGKILL);
+            else if (t > term_at && kill_at == 0) stop_all(pid, n, SIGTERM), kill_at = t + 10;
+            usleep(50 * 1000);
             continue;
         }
         int i = 0;
@@ -491,8 +519,7 @@ static int wait_ranks(pid_t *pid, int n, int first_rank) {
                 fprintf(stderr, "llfc launcher: rank %d (pid %d) exited with status %d; stopping the "
                         "other ranks\n", first_rank + i, (int)w, WEXITSTATUS(st));
             status_out = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            stop_all(pid, n, SIGTERM);
-            kill_at = now_s() + 10;
+            term_at = now_s() + 3;
         }
     }
     return status_out;

@@ -52,9 +52,12 @@ void dist_close(DistGroup *g);
 const char *dist_host_of(const DistGroup *g, int rank);
 
 /* Rank 0's n bytes to every rank. */
+int dist_rank(const DistGroup *g);
+int dist_world(const DistGroup *g);
 bool dist_broadcast(DistGroup *g, void *buf, size_t n, char *err, size_t errlen);
 /* Every rank's floats summed, in rank order (the same bits on every rank), into buf. */
 bool dist_allreduce_sum(DistGroup *g, float *buf, size_t n, char *err, size_t errlen);
+bool dist_allreduce_sum_f64(DistGroup *g, double *buf, size_t n, char *err, size_t errlen);
 bool dist_barrier(DistGroup *g, char *err, size_t errlen);
 
 /* `--nproc-per-node N`: start N copies of this program (argv without the launcher options)

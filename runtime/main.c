@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
     }
     if (r && (job == JOB_DRY_RUN || job == JOB_TRAIN)) {
         check_inputs(r, p, &d);
-        if (!d.errors) check_place(r, &d);
+        if (!d.errors && job == JOB_DRY_RUN) check_place(r, &d);
         if (!d.errors) {
             printf("llfc trainer %s (sha256 %.16s)\n", LLFC_VERSION, payload_digest(p));
             print_source(e);

@@ -8,11 +8,16 @@
  *     tokens counted in the whole group (transformers' num_items_in_batch), so accumulation
  *     gives the same gradient as one big batch;
  *   - clip to max_grad_norm, learning rate from the schedule at the step, AdamW;
- *   - the logged loss is the mean of the step losses since the last log, rounded to 4 digits.
+ *   - the logged loss is the mean of the step losses since the last log;
+ *   - data parallel over W ranks (dist.h): global micro-batch g is rows [g*B*W, (g+1)*B*W) of
+ *     the epoch's order, rank r takes its r-th B rows, token counts and gradients are summed
+ *     over the ranks before the update: W ranks of B rows train exactly as 1 rank of W*B rows.
+ *     Rank 0 alone writes logs, checkpoints and outputs.
  */
 #include "trainer.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +28,7 @@
 
 #include "checkpoint.h"
 #include "dataset.h"
+#include "dist.h"
 #include "encode.h"
 #include "exec_cpu.h"
 #include "graph.h"
@@ -61,6 +67,9 @@ typedef struct {
     int32_t *ids, *labels, *seq, *posn, *scratch; /* one micro-batch, (B, T) each */
     uint64_t *order;                               /* this epoch's row order */
     double t0;
+    DistGroup *group;                              /* the ranks of a data-parallel run */
+    int rank, world;
+    int64_t die_at_step;                           /* tests: LLFC_TEST_KILL=RANK:STEP, else -1 */
 } Run;
 
 static double now_s(void) {
@@ -98,7 +107,7 @@ static bool load_data(Run *run, char *err, size_t errlen) {
     run->data = data_load(&opt, err, errlen);
     data_options_free(&opt);
     if (!run->data) return false;
-    data_report(run->data, stderr);
+    if (run->rank == 0) data_report(run->data, stderr);
     return true;
 }
 
@@ -128,7 +137,7 @@ static bool encode_split(Run *run, Encoder *enc, const char *split, const DataEx
     EncodeJob job = {enc, ex, n};
     StrBuf log = {0};
     bool ok = tokcache_get(path, R_BOOL(run->r, overwrite_cache), &key, run_encoder, &job, out, &log, err, errlen);
-    if (log.data) fprintf(stderr, "%s\n", log.data);
+    if (log.data && run->rank == 0) fprintf(stderr, "%s\n", log.data);
     sb_free(&log);
     free(path);
     return ok;
@@ -162,7 +171,7 @@ static bool encode_data(Run *run, char *err, size_t errlen) {
     if (!ok) return false;
     StrBuf s = {0};
     enc_stats_summary(&run->train, &s);
-    fprintf(stderr, "%s\n", s.data ? s.data : "");
+    if (run->rank == 0) fprintf(stderr, "%s\n", s.data ? s.data : "");
     sb_free(&s);
     if (run->train.kind != ENC_ROWS_SFT && run->train.kind != ENC_ROWS_PACKED && run->train.kind != ENC_ROWS_PT)
         return errf(err, errlen, "stage %s: only sft and pt train on the CPU executor so far",
@@ -463,33 +472,57 @@ static int64_t every(double v, int64_t total) { /* HF: a value < 1 is a fraction
     return v < 1 ? (int64_t)ceil(v * (double)total) : (int64_t)v;
 }
 
+/* Sum x over the ranks (a no-op on one). */
+static bool sum_ranks(Run *run, double *x, size_t n, char *err, size_t errlen) {
+    return run->world == 1 || dist_allreduce_sum_f64(run->group, x, n, err, errlen);
+}
+
+/* Every trainable gradient summed over the ranks. */
+static bool sum_grads(Run *run, char *err, size_t errlen) {
+    for (size_t i = 0; run->world > 1 && i < run->n_params; i++)
+        if (!dist_allreduce_sum(run->group, run->params[i].grad, (size_t)run->params[i].n, err, errlen)) return false;
+    return true;
+}
+
+/* First row of this rank's share of global micro-batch g. */
+static uint64_t rank_first_row(const Run *run, uint64_t g) {
+    return (g * (uint64_t)run->world + (uint64_t)run->rank) * (uint64_t)run->B;
+}
+
 static bool train_loop(Run *run, char *err, size_t errlen) {
     int64_t log_every = every(R_FLOAT(run->r, logging_steps), run->total_steps);
     int64_t save_every = strcmp(R_STR(run->r, save_strategy), "steps") ? 0 : every(R_FLOAT(run->r, save_steps), run->total_steps);
     int64_t eval_every = !run->have_eval || strcmp(R_STR(run->r, eval_strategy), "steps") ? 0
                          : every(R_NULL(run->r, eval_steps) ? R_FLOAT(run->r, logging_steps) : R_FLOAT(run->r, eval_steps), run->total_steps);
-    uint64_t rows = run->train.n_rows, per_epoch = (rows + (uint64_t)run->B - 1) / (uint64_t)run->B;
+    uint64_t rows = run->train.n_rows, global_b = (uint64_t)(run->B * run->world);
+    uint64_t per_epoch = (rows + global_b - 1) / global_b; // global micro-batches
     double logged_loss = 0, tokens_since = 0, t_log = now_s();
     int64_t logged_steps = 0;
     int64_t step = run->pos.global_step;
+    bool lead = run->rank == 0;
     for (int64_t epoch = run->pos.epoch; step < run->total_steps; epoch++) {
         shuffle_rows(run, epoch);
         uint64_t mb = epoch == run->pos.epoch ? (uint64_t)run->pos.batch_in_epoch : 0;
         while (mb < per_epoch && step < run->total_steps) {
+            if (step == run->die_at_step) raise(SIGKILL); // a rank dying mid-run, for the tests
             uint64_t group = per_epoch - mb < (uint64_t)run->accum ? per_epoch - mb : (uint64_t)run->accum;
-            int64_t counted = 0; // the group's counted tokens first: the loss is over all of them
+            double counted = 0; // the group's counted tokens first, over every rank: the loss is over all
             for (uint64_t k = 0; k < group; k++)
-                counted += fill_batch(run, &run->train, run->order, (mb + k) * (uint64_t)run->B, rows);
+                counted += (double)fill_batch(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
+            if (!sum_ranks(run, &counted, 1, err, errlen)) return false;
             exec_cpu_zero_grad(run->ex);
-            double step_loss = 0;
+            double sums[2] = {0, 0}; // this step's loss, tokens that are not padding
             for (uint64_t k = 0; k < group; k++) {
-                fill_batch(run, &run->train, run->order, (mb + k) * (uint64_t)run->B, rows);
+                fill_batch(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
                 ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
                 ExecLoss loss;
-                exec_cpu_step(run->ex, &b, counted > 0 ? 1.0f / (float)counted : 1.0f, &loss);
-                step_loss += counted > 0 ? loss.loss_sum / (double)counted : 0;
-                for (int64_t i = 0; i < run->B * run->T; i++) tokens_since += run->seq[i] != 0; // not padding
+                exec_cpu_step(run->ex, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss);
+                sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
+                for (int64_t i = 0; i < run->B * run->T; i++) sums[1] += run->seq[i] != 0;
             }
+            if (!sum_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
+            double step_loss = sums[0];
+            tokens_since += sums[1];
             double norm = R_FLOAT(run->r, max_grad_norm) > 0
                               ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
                               : optim_grad_norm(run->params, run->n_params);
@@ -497,7 +530,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             optim_step(&run->opt, run->params, run->n_params, factor);
             step++;
             mb += group;
-            run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * (uint64_t)run->B),
+            run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * global_b),
                                       (uint64_t)R_INT(run->r, seed), (uint64_t)R_INT(run->r, seed),
                                       run->pos.loss_sum + step_loss, run->pos.tokens_seen + (int64_t)counted};
             run->state.global_step = step;
@@ -510,11 +543,11 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             if ((log_every && step % log_every == 0) || step == run->total_steps) {
                 double lr = R_FLOAT(run->r, learning_rate) * factor; // transformers 5: the rate just used
                 double dt = now_s() - t_log;
-                log_step(run, step, logged_loss / (double)logged_steps, norm, lr, run->state.epoch,
-                         dt > 0 ? tokens_since / dt : 0);
+                if (lead) log_step(run, step, logged_loss / (double)logged_steps, norm, lr, run->state.epoch,
+                                   dt > 0 ? tokens_since / dt : 0);
                 logged_loss = 0, logged_steps = 0, tokens_since = 0, t_log = now_s();
             }
-            if (eval_every && step % eval_every == 0) {
+            if (lead && eval_every && step % eval_every == 0) {
                 LogRec e = {0};
                 logrec_float(&e, "eval_loss", evaluate(run));
                 logrec_float(&e, "epoch", run->state.epoch);
@@ -523,11 +556,11 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 logrec_free(&e);
                 trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, errlen);
             }
-            if (save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
+            if (lead && save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
         }
         if (mb >= per_epoch) run->pos.batch_in_epoch = 0, run->pos.epoch = epoch + 1;
     }
-    trainlog_progress_done(&run->log);
+    if (lead) trainlog_progress_done(&run->log);
     return true;
 }
 
@@ -540,7 +573,12 @@ static bool resume(Run *run, char *err, size_t errlen) {
                           sizeof note, err, errlen))
         return false;
     if (note[0]) fprintf(stderr, "note: %s\n", note);
-    if (!dir) return true;
+    if (!dir) { // a fresh start: LF's LogCallback deletes a previous run's log
+        char *log = util_path_join(R_STR(run->r, output_dir), "trainer_log.jsonl");
+        if (run->rank == 0 && unlink(log) == 0) fprintf(stderr, "note: removed the previous %s\n", log);
+        free(log);
+        return true;
+    }
     bool ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen) &&
               trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen);
     if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
@@ -553,7 +591,7 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     if (!write_outputs_to(run, out, err, errlen)) return false;
     LogRec m = {0};
     double train_loss = run->state.global_step ? run->pos.loss_sum / (double)run->state.global_step : 0;
-    double samples = schedule_num_train_samples((int64_t)run->train.n_rows, 1, run->B, run->accum,
+    double samples = schedule_num_train_samples((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                                 R_FLOAT(run->r, num_train_epochs), R_INT(run->r, max_steps));
     trainlog_train_metrics(&m, runtime, samples, run->state.global_step,
                            (double)(run->plan->flops_forward + run->plan->flops_backward) *
@@ -586,8 +624,31 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     return ok;
 }
 
+/* This rank's place; with several ranks, meet them before the slow work so a missing rank is
+ * reported at once. */
+static bool join_ranks(Run *run, char *err, size_t errlen) {
+    DistPlace place;
+    run->rank = 0, run->world = 1;
+    if (!dist_place_from_env(&place, NULL, err, errlen)) return false;
+    const char *kill_spec = getenv("LLFC_TEST_KILL");
+    int kill_rank = -1;
+    long long kill_step = -1;
+    run->die_at_step = -1;
+    if (kill_spec && sscanf(kill_spec, "%d:%lld", &kill_rank, &kill_step) == 2 && kill_rank == place.rank)
+        run->die_at_step = kill_step;
+    if (place.world_size == 1) return true;
+    run->group = dist_connect(&place, (int)R_INT(run->r, ddp_timeout), err, errlen);
+    if (!run->group) return false;
+    run->rank = place.rank, run->world = place.world_size;
+    if (run->rank == 0)
+        fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs\n", run->world,
+                dist_source_name(place.source), place.master_addr, place.master_port);
+    return true;
+}
+
 static bool setup(Run *run, char *err, size_t errlen) {
     const Recipe *r = run->r;
+    if (!join_ranks(run, err, errlen)) return false;
     if (!model_load(&run->spec, R_STR(r, model_name_or_path), err, errlen)) return false;
     run->have_spec = true;
     if (!(run->tok = tok_load(R_STR(r, model_name_or_path), err, errlen))) return false;
@@ -596,7 +657,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
         return false;
     make_optimizer(run);
     run->accum = R_INT(r, gradient_accumulation_steps);
-    run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, 1, run->B, run->accum,
+    run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
     if (!schedule_from_recipe(&run->sched, r, run->total_steps, err, errlen)) return false;
     size_t bt = (size_t)(run->B * run->T);
@@ -616,6 +677,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
 }
 
 static void teardown(Run *run) {
+    dist_close(run->group);
     if (run->have_opt) optim_free(&run->opt);
     free(run->params);
     exec_cpu_free(run->ex);
@@ -635,17 +697,27 @@ int trainer_run(const Recipe *r, const Payload *p) {
     Run run = {.r = r, .payload = p};
     double t0 = now_s();
     bool ok = setup(&run, err, sizeof err);
-    if (ok) {
-        fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld, accumulation %lld, "
-                "%lld steps, %s on the CPU, %zu trainable tensors\n",
+    bool lead = run.rank == 0;
+    if (ok && lead) {
+        fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld x %d rank%s, accumulation %lld, "
+                "%lld steps, %s on the CPU executor (fp32%s), %zu trainable tensors\n",
                 (unsigned long long)run.train.n_rows, (long long)run.T, (long long)run.B, (long long)run.T,
-                (long long)run.accum, (long long)run.total_steps, R_STR(r, finetuning_type), run.n_params);
+                run.world, run.world == 1 ? "" : "s", (long long)run.accum, (long long)run.total_steps,
+                R_STR(r, finetuning_type), R_BOOL(r, bf16) || R_BOOL(r, fp16) ? "; bf16/fp16 apply on GPUs" : "",
+                run.n_params);
         trainlog_init(&run.log, R_STR(r, output_dir), run.total_steps, now_s(), stdout);
-        ok = train_loop(&run, err, sizeof err) && finish(&run, now_s() - t0, err, sizeof err);
     }
-    if (ok) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,
-                    now_s() - t0, R_STR(r, output_dir));
+    if (ok) ok = train_loop(&run, err, sizeof err) && (!lead || finish(&run, now_s() - t0, err, sizeof err));
+    // the others wait until rank 0 has written everything, so the run ends together
+    if (ok && run.world > 1) ok = dist_barrier(run.group, err, sizeof err);
+    if (ok && lead) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,
+                            now_s() - t0, R_STR(r, output_dir));
     teardown(&run);
+    if (!ok && run.world > 1) { // name the rank that failed
+        char *msg = xprintf("rank %d: %s", run.rank, err);
+        snprintf(err, sizeof err, "%s", msg);
+        free(msg);
+    }
     return ok ? 0 : fail("", err);
 }
 

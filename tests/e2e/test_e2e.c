@@ -164,9 +164,10 @@ static void test_damaged_trainer_says_so(void **state) {
     expect(0, NULL, cmd);
     set_cmd("cd %s && head -c -100 run_sft > cut && chmod +x cut && ./cut --recipe", tmp);
     expect(1, "no llfc payload found", cmd);
-    // flip one byte in the middle of the runtime's code
-    set_cmd("cd %s && cp run_sft bad && printf 'X' | dd of=bad bs=1 seek=200000 conv=notrunc "
-             "status=none && ./bad --recipe", tmp);
+    // flip one byte of the runtime image's read-only data (code could crash before the check)
+    set_cmd("cd %s && cp run_sft bad && o=$(readelf -SW bad | sed -n 's/.* \\.rodata *PROGBITS *[0-9a-f]* "
+            "\\([0-9a-f]*\\) .*/\\1/p') && printf 'X' | dd of=bad bs=1 seek=$((0x$o + 64)) conv=notrunc "
+            "status=none && ./bad --recipe", tmp);
     expect(1, "this trainer is damaged (checksum mismatch)", cmd);
     free(model);
 }
@@ -320,19 +321,22 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
     char *ov = loop_overrides(json_get(json_root(doc), "settings"));
     set_cmd("%s init-model%s --tokenizer %s -o %s/model", llfc, flags.data, tok, tmp);
     expect(0, NULL, cmd);
-    const char *kinds[] = {"full", "lora"};
-    for (int k = 0; k < 2; k++) {
+    // full and LoRA on 1 rank of 2 rows, and on 2 ranks of 1 row (data parallel through the
+    // --nproc-per-node launcher): the same PyTorch numbers
+    const char *kinds[] = {"full", "lora", "full_dp2", "lora_dp2"};
+    for (int k = 0; k < 4; k++) {
+        bool lora = k % 2 == 1, dp = k >= 2;
         // LoRA starts from the PEFT-made adapter (absolute path: the trainer runs in tmp)
-        char *method = k == 0 ? xstrdup("finetuning_type=full")
-                              : xprintf("adapter_name_or_path=%s/tests/fixtures/loop/lora_start", root);
-        set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_%s%s model_name_or_path=%s/model dataset_dir=%s/data %s "
-                "&& cd %s && ./run_%s output_dir=out_%s", llfc, tmp, kinds[k], ov, tmp, root, method, tmp,
-                kinds[k], kinds[k]);
+        char *method = !lora ? xstrdup("finetuning_type=full")
+                             : xprintf("adapter_name_or_path=%s/tests/fixtures/loop/lora_start", root);
+        set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_%s%s model_name_or_path=%s/model dataset_dir=%s/data %s%s "
+                "&& cd %s && ./run_%s %s output_dir=out_%s", llfc, tmp, kinds[k], ov, tmp, root, method,
+                dp ? " per_device_train_batch_size=1" : "", tmp, kinds[k], dp ? "--nproc-per-node 2" : "", kinds[k]);
         free(method);
-        expect(0, "step 10/10", cmd);
+        expect(0, dp ? "data parallel: 2 ranks (torchrun) met at 127.0.0.1" : "step 10/10", cmd);
         char *log = xprintf("%s/out_%s/trainer_log.jsonl", tmp, kinds[k]);
         char *hist = xprintf("%s/out_%s/trainer_state.json", tmp, kinds[k]);
-        const Json *want = json_get(json_root(doc), kinds[k]);
+        const Json *want = json_get(json_root(doc), lora ? "lora" : "full");
         const char *keys[] = {"loss", "grad_norm"};
         for (int q = 0; q < 2; q++) {
             double got[16];
@@ -409,6 +413,13 @@ static void test_launcher_starts_ranks_that_meet(void **state) {
             "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, tmp, abs_model, root);
     expect(0, "rank 1 of 2 (torchrun, local rank 1 of 2", cmd);
     expect(0, "rank 0 of 2 (torchrun, local rank 0 of 2", cmd);
+    // a rank that dies mid-run: the launcher names it, rank 0 stops and names it too
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_small cutoff_len=32 per_device_train_batch_size=1 && cd %s && "
+            "LLFC_TEST_KILL=1:3 ./run_small --nproc-per-node 2 model_name_or_path=%s dataset_dir=%s/data "
+            "output_dir=out_kill max_steps=50 ddp_timeout=30", llfc, tmp, tmp, abs_model, root);
+    expect(137, "llfc launcher: rank 1 (pid", cmd);
+    expect(137, "was killed by signal 9", cmd);
+    expect(137, "rank 0: rank 1 (host", cmd);
     free(abs_model);
     set_cmd("cd %s && %s recipes/demo_lora_sft.yaml -o %s/run_sft && RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 "
             "MASTER_ADDR=127.0.0.1 MASTER_PORT=1 %s/run_sft --dry-run ddp_timeout=1", root, llfc, tmp, tmp);

@@ -1,0 +1,39 @@
+/* units.c - the CUDA units tests/gpu/test_kernels_gpu.c builds (the plans of ../gpu_cases.h), each written as DIR/u<FNV-1a of its sm_90 CUBIN>.cpp: the unit between
+ * prelude.hpp and epilogue.hpp, plus emu_lookup(name) -> a trampoline that unpacks
+ * cuLaunchKernel's argument array. fakecuda.c finds the unit by the CUBIN it is given. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_gen.h"
+#include "model.h"
+#include "nvrtc.h"
+#include "extent.h"
+#include "../gpu_cases.h"
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: units DIR\n"); return 2; }
+    for (int c = 0; c < GPU_CASES; c++) {
+        char err[8192];
+        Plan *p = gpu_case_plan(&GPU_CASE[c], err, sizeof err);
+        if (!p) { fprintf(stderr, "%s\n", err); return 1; }
+        CudaUnit u;
+        if (!cuda_gen(p, &u, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        int arch = 90;
+        NvrtcOutput out;
+        if (!nvrtc_compile(u.source, u.len, &arch, 1, &out, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        size_t ext = elf_extent(out.cubin[0].data);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/u%016llx.cpp", argv[1], (unsigned long long)fnv(out.cubin[0].data, ext));
+        FILE *f = fopen(path, "w");
+        fputs("#include \"prelude.hpp\"\n", f);
+        fwrite(u.source, 1, u.len, f);
+        fputs("#include \"epilogue.hpp\"\n", f);
+        for (int k = 0; k < u.n_kernels; k++) fprintf(f, "static void t_%s(void **a) { emu_tramp_of(%s, a); }\n", u.kernels[k].name, u.kernels[k].name);
+        fputs("extern \"C\" int emu_lookup(const char *name, void (**t)(void **)) {\n", f);
+        for (int k = 0; k < u.n_kernels; k++) fprintf(f, "    if (!strcmp(name, \"%s\")) return *t = t_%s, 1;\n", u.kernels[k].name, u.kernels[k].name);
+        fputs("    return 0;\n}\n", f);
+        fclose(f);
+        printf("%s (cubin %zu, extent %zu)\n", path, out.cubin[0].len, ext);
+        nvrtc_output_free(&out); cuda_unit_free(&u); plan_free(p);
+    }
+    return 0;
+}
