@@ -17,6 +17,43 @@
  *     the optimizer (no op of the plan)        grad_sumsq, grad_norm_finish, adamw_update
  *
  * Output is a pure function of the plan: the same plan gives the same bytes.
+ *
+ * Storage on the GPU (what the kernels assume of the plan's tensors): activations and their
+ * gradients bf16; rstd, lse, delta fp32; ids, labels, seq, pos int32; parameters as fp32
+ * masters (PARAM region offsets) with a bf16 shadow at the same element offsets, which every
+ * forward and backward kernel reads; parameter gradients fp32 (GRAD region).
+ *
+ * Kernel arguments, in the order of each template's PARAMS macro, from the op's slots:
+ *   embedding_fwd      out[0], in[0] ids, in[1] table
+ *   add_rmsnorm_fwd    ADD out[0], RMSNORM out[0], out[1] rstd, ADD in[0], in[1], RMSNORM in[1] w
+ *   rmsnorm_fwd        out[0], out[1] rstd, in[0], in[1] w            add_fwd  out[0], in[0], in[1]
+ *   dropout_fwd        tmp[0] xd, in[0] x, seed, rng_purpose(RNG_DROPOUT, step), n[4] << 40
+ *   lora_add           out[0] y (holding x W^T), out[1] u (= xd A^T), in[4] B, in[2] bias or NULL
+ *   bias_add           out[0], in[2]
+ *   rope_apply         out[0], in[0] of the op, out[0], in[0] of the op fused into it (or NULL),
+ *                      in[1] pos, inv_freq (HD/2 fp32: rope_inv_freq for rope[n[3]]), attn_scale
+ *   attention_fwd      out[0], out[1] lse, in[0] q, in[1] k, in[2] v, in[3] seq
+ *   glu_fwd            out[0], in[0], in[1]           softcap_fwd  out[0], in[0]
+ *   LOSS               per chunk [v0, v0 + width) of the logits (cuBLASLt, fp32 (N, width), width <=
+ *                      ce_vocab_chunk): ce_stats(row_max, row_sum, target_logit (N fp32 each),
+ *                      chunk, labels, v0, width); after the last chunk ce_finish(loss_sum (double),
+ *                      count (i64), row_max, row_sum, target_logit, labels); then per chunk again
+ *                      ce_grad(dlogits (bf16 (N, width)), chunk, labels, row_max, row_sum, v0,
+ *                      width, grad_scale) before the chunk's two products
+ *   rmsnorm_bwd        out[0] dx, in[0] dy, in[1] x, in[2] w, in[3] rstd
+ *   colsum_partial     scratch (colsum_scratch fp32), dy, x and rstd (RMSNORM_BWD in[1], in[3];
+ *                      NULL for a bias); colsum_finish  the fp32 gradient (out[1] or out[2]), scratch
+ *   LINEAR_BWD         dropout_fwd(tmp[1], in[1] x, ...) before the dA product; dropout_accum(
+ *                      out[0] dx, tmp[1] holding du A, ...) after it
+ *   attention_bwd_dq   out[0] dq, tmp[0] delta, in[0] dout, in[1] out, in[2] lse, in[3..5] q k v, in[6]
+ *   attention_bwd_dkdv out[1] dk, out[2] dv, in[0] dout, in[2] lse, tmp[0] delta, in[3..5], in[6] seq
+ *   glu_bwd            out[0], out[1], in[0] dh, in[1] gate, in[2] up
+ *   softcap_bwd        out[0], in[0] dy, in[1] x      accum  out[0], in[0]
+ *   embedding_bwd      out[0] (fp32), in[1] ids, in[0] dout
+ *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region);
+ *                      grad_norm_finish(norm_coef (2 fp32: norm, clip coefficient), partial,
+ *                      max_grad_norm); adamw_update(PARAM region, its bf16 shadow, GRAD region,
+ *                      m, v, norm_coef, AdamWArgs) (kernels/adamw.cuh)
  */
 #ifndef LLFC_CUDA_GEN_H
 #define LLFC_CUDA_GEN_H

@@ -15,14 +15,10 @@
 #include "cuda_gen.h"
 #include "sha256.h"
 
-#ifdef LLFC_NVRTC_STATIC
-#include <nvrtc.h>
-typedef nvrtcResult NvResult;
-typedef nvrtcProgram NvProg;
-#else
-typedef int NvResult; /* nvrtcResult: 0 is NVRTC_SUCCESS */
-typedef struct NvProgram *NvProg;
-#endif
+/* NVRTC's C ABI, declared here rather than taken from the toolkit's nvrtc.h: the build needs no
+ * CUDA headers, and this module's own nvrtc.h would shadow that one on the include path. */
+typedef int NvResult; /* nvrtcResult, an enum: 0 is NVRTC_SUCCESS */
+typedef struct NvProgram *NvProg; /* nvrtcProgram */
 
 /* The NVRTC entry points llfc uses, from the static library or from dlopen. */
 static struct {
@@ -45,6 +41,18 @@ static struct {
 static pthread_mutex_t nv_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #ifdef LLFC_NVRTC_STATIC
+const char *nvrtcGetErrorString(NvResult);
+NvResult nvrtcVersion(int *, int *);
+NvResult nvrtcCreateProgram(NvProg *, const char *, const char *, int, const char *const *, const char *const *);
+NvResult nvrtcDestroyProgram(NvProg *);
+NvResult nvrtcCompileProgram(NvProg, int, const char *const *);
+NvResult nvrtcGetProgramLogSize(NvProg, size_t *);
+NvResult nvrtcGetProgramLog(NvProg, char *);
+NvResult nvrtcGetCUBINSize(NvProg, size_t *);
+NvResult nvrtcGetCUBIN(NvProg, char *);
+NvResult nvrtcGetPTXSize(NvProg, size_t *);
+NvResult nvrtcGetPTX(NvProg, char *);
+
 static bool nv_bind(void) {
     nv.error_string = nvrtcGetErrorString, nv.version = nvrtcVersion, nv.create = nvrtcCreateProgram;
     nv.destroy = nvrtcDestroyProgram, nv.compile = nvrtcCompileProgram;
@@ -382,6 +390,10 @@ bool nvrtc_compile(const char *source, size_t len, const int *archs, int n_archs
         ok = false;
     }
     for (int i = 0; i < n_jobs; i++) {
+        if (ok && jobs[i].log && strstr(jobs[i].log, "warning") && !out->warnings) {
+            out->warnings = jobs[i].log;
+            jobs[i].log = NULL;
+        }
         free(jobs[i].log);
         if (!ok) {
             free(jobs[i].image.data);
@@ -402,6 +414,7 @@ bool nvrtc_compile(const char *source, size_t len, const int *archs, int n_archs
 void nvrtc_output_free(NvrtcOutput *o) {
     for (int i = 0; i < NVRTC_MAX_ARCHS; i++) free(o->cubin[i].data);
     free(o->ptx.data);
+    free(o->warnings);
     memset(o, 0, sizeof *o);
 }
 

@@ -37,6 +37,7 @@ typedef struct {
     double seconds;     /* wall time of nvrtc_compile (lookup included) */
     bool cache_hit;
     char version[16];   /* NVRTC's "13.0" */
+    char *warnings;     /* NVRTC's log when a compile succeeded with one, else NULL (not cached) */
 } NvrtcOutput;
 
 /* Parse "sm_80,sm_90" (or "80,90"; "none" gives 0 archs) into numbers, ascending, no

@@ -492,6 +492,7 @@ static void stop_all(const pid_t *pid, int n, int sig) {
  * launcher's exit status: the failed rank's. */
 static int wait_ranks(pid_t *pid, int n, int first_rank) {
     int status_out = 0, left = n;
+    bool signalled = false;
     double term_at = 0, kill_at = 0;
     while (left > 0) {
         int st;
@@ -511,16 +512,20 @@ static int wait_ranks(pid_t *pid, int n, int first_rank) {
         pid[i] = 0;
         left--;
         bool failed = !WIFEXITED(st) || WEXITSTATUS(st) != 0;
-        if (failed && status_out == 0) {
-            if (WIFSIGNALED(st))
-                fprintf(stderr, "llfc launcher: rank %d (pid %d) was killed by signal %d (%s); stopping "
-                        "the other ranks\n", first_rank + i, (int)w, WTERMSIG(st), strsignal(WTERMSIG(st)));
-            else
-                fprintf(stderr, "llfc launcher: rank %d (pid %d) exited with status %d; stopping the "
-                        "other ranks\n", first_rank + i, (int)w, WEXITSTATUS(st));
+        if (!failed || kill_at > 0) continue; // fine, or one we stopped ourselves
+        // every failure is named; the exit status is the first rank killed by a signal (the
+        // likely cause: the others exit with 1 when they lose it), else the first failure
+        const char *then = term_at > 0 ? "" : "; stopping the other ranks";
+        if (WIFSIGNALED(st))
+            fprintf(stderr, "llfc launcher: rank %d (pid %d) was killed by signal %d (%s)%s\n", first_rank + i,
+                    (int)w, WTERMSIG(st), strsignal(WTERMSIG(st)), then);
+        else
+            fprintf(stderr, "llfc launcher: rank %d (pid %d) exited with status %d%s\n", first_rank + i, (int)w,
+                    WEXITSTATUS(st), then);
+        if (status_out == 0 || (WIFSIGNALED(st) && !signalled))
             status_out = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            term_at = now_s() + 3;
-        }
+        signalled = signalled || WIFSIGNALED(st);
+        if (term_at == 0) term_at = now_s() + 3;
     }
     return status_out;
 }

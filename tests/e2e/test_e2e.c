@@ -413,6 +413,12 @@ static void test_launcher_starts_ranks_that_meet(void **state) {
             "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, tmp, abs_model, root);
     expect(0, "rank 1 of 2 (torchrun, local rank 1 of 2", cmd);
     expect(0, "rank 0 of 2 (torchrun, local rank 0 of 2", cmd);
+    // as srun starts it: two tasks of one SLURM step on this host meet at its first node
+    set_cmd("cd %s && export SLURM_NTASKS=2 SLURM_STEP_TASKS_PER_NODE=2 SLURM_STEP_NODELIST=localhost "
+            "SLURM_JOB_ID=$$ SLURM_NODEID=0; (SLURM_PROCID=1 SLURM_LOCALID=1 ./run_sft --dry-run model_name_or_path=%s "
+            "dataset_dir=%s/data > rank1.log 2>&1 &); SLURM_PROCID=0 SLURM_LOCALID=0 ./run_sft --dry-run "
+            "model_name_or_path=%s dataset_dir=%s/data && sleep 1 && cat rank1.log", tmp, abs_model, root, abs_model, root);
+    expect(0, "rank 1 of 2 (SLURM, local rank 1 of 2", cmd);
     // a rank that dies mid-run: the launcher names it, rank 0 stops and names it too
     set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_small cutoff_len=32 per_device_train_batch_size=1 && cd %s && "
             "LLFC_TEST_KILL=1:3 ./run_small --nproc-per-node 2 model_name_or_path=%s dataset_dir=%s/data "

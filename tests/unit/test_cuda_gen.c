@@ -297,6 +297,7 @@ static void compile_twice(const char *what, const Plan *p) {
     NvrtcOutput cold, warm;
     if (!nvrtc_compile(u.source, u.len, archs, 2, &cold, err, sizeof err)) fail_msg("%s: %s", what, err);
     assert_int_equal(cold.cache_hit, again);
+    if (cold.warnings) fail_msg("%s: NVRTC warns:\n%s", what, cold.warnings); /* the kernels compile clean */
     assert_int_equal(cold.n_cubin, 2);
     for (int i = 0; i < 2; i++) assert_true(cold.cubin[i].len > 4 && !memcmp(cold.cubin[i].data, "\177ELF", 4));
     assert_non_null(strstr(cold.ptx.data, ".target sm_90"));

@@ -2,7 +2,6 @@
  * makes, where a "module" is the generated unit compiled for the CPU (units.c wrote it as
  * u<FNV of the CUBIN>.cpp, run.sh compiled it to .so in $LLFC_EMU_DIR), device memory is host
  * memory, and a launch runs emu_launch (epilogue.hpp). Reports compute capability 9.0. */
-#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -4,14 +4,14 @@
 # on the CPU by a fake libcuda.so.1 (fakecuda.c) and a C++20 emulation of threads, barriers and
 # warp shuffles (prelude.hpp). It checks the kernels' arithmetic, indexing, masking and that
 # every output element is written; not speed, not true inter-block concurrency, not memory
-# coalescing. Needs NVRTC, gcc and g++ (C++20). BUILD defaults to build (then build/libcuda.a,
+# coalescing. Needs NVRTC, gcc and g++ (C++20). BUILD defaults to build (then build/libcudagen.a,
 # build/tests/test_kernels_gpu must exist: ninja build/gpu-tests).
 set -eu
 b=${1:-build}
 here=$(dirname "$0")
 dir=$(mktemp -d /tmp/llfc_emu_XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-gcc -std=c11 -D_GNU_SOURCE -O1 -I runtime -I compiler -I "$here" "$here/units.c" "$b/libcuda.a" \
+gcc -std=c11 -D_GNU_SOURCE -O1 -I runtime -I compiler -I "$here" "$here/units.c" "$b/libcudagen.a" \
     "$b/libkernels.a" "$b/libllfc.a" -fopenmp -lm -ldl -lpthread -o "$dir/units"
 XDG_CACHE_HOME="$dir/cache" "$dir/units" "$dir" > /dev/null
 for f in "$dir"/u*.cpp; do
