@@ -431,9 +431,9 @@ static void put_header(const Plan *p, StrBuf *s) {
 
 static void put_constants(const Plan *p, StrBuf *s) {
     sb_printf(s, "// --- the plan's shapes (the instances use them as literals; these document them)\n"
-                 "namespace plan {\nconstexpr long long B = %" PRId64 ", T = %" PRId64 ", N = %" PRId64
+                 "namespace plan {\n[[maybe_unused]] constexpr long long B = %" PRId64 ", T = %" PRId64 ", N = %" PRId64
                  ", V = %" PRId64 ", C = %" PRId64 ", L = %" PRId64 ";\n"
-                 "constexpr long long NH = %" PRId64 ", NKV = %" PRId64 ", HD = %" PRId64 ", FF = %" PRId64
+                 "[[maybe_unused]] constexpr long long NH = %" PRId64 ", NKV = %" PRId64 ", HD = %" PRId64 ", FF = %" PRId64
                  ", R = %" PRId64 ";\n}\n\n",
               p->B, p->T, p->B * p->T, p->V, p->C, p->L, p->NH, p->NKV, p->HD, p->FF, p->lora_rank);
 }

@@ -234,9 +234,6 @@ bool pack_trainer(const Recipe *r, const char *out_path, Diags *d) {
     check_lua(r, &lib, &own, d);
     inputs_check_model(r, d);
     inputs_check_datasets(r, d);
-    if (!R_NULL(r, deepspeed))
-        recipe_diag(r, RK_deepspeed, d, "error", "deepspeed: ZeRO sharding is not supported yet; "
-                    "remove the key to train on one device");
     StrBuf plan = {0};
     if (d->errors == errors) pack_build_plan(r, &plan, NULL, d);
     bool ok = d->errors == errors;

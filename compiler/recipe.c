@@ -18,6 +18,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "json.h"
+
 #define KEY_ENTRY(name, type, group, def, min, max, choices, later, flags, help) \
     {#name, type, group, def, min, max, choices, later, flags, help},
 const RecipeKey recipe_keys[RK_COUNT] = {RECIPE_KEYS(KEY_ENTRY)};
@@ -832,6 +834,40 @@ static void check_train(Ctx *c) {
         diag_key(c, RK_report_to, "error", "report_to: 'none' cannot be combined with other names");
 }
 
+/* zero_stage: given, or deepspeed's zero_optimization.stage (the only key of a DeepSpeed
+ * config llfc reads), or 0. The stage is derived once, when llfc compiles the recipe; the
+ * trainer's embedded recipe carries it, so the JSON file need not travel with the trainer. */
+static void check_zero(Ctx *c) {
+    Recipe *r = c->r;
+    if (R_NULL(r, zero_stage) && !R_NULL(r, deepspeed)) {
+        char err[ERR_LEN];
+        size_t len;
+        char *text = util_read_file(R_STR(r, deepspeed), &len, err, sizeof err);
+        JsonDoc *doc = text ? json_parse(text, len, R_STR(r, deepspeed), err, sizeof err) : NULL;
+        const Json *stage = doc ? json_get(json_get(json_root(doc), "zero_optimization"), "stage") : NULL;
+        int64_t v = 0;
+        if (!doc) diag_key(c, RK_deepspeed, "error", "deepspeed: %s", err);
+        else if (stage && !json_as_int(stage, &v))
+            diag_key(c, RK_deepspeed, "error", "deepspeed: %s: zero_optimization.stage must be 0, 1, 2 or 3",
+                     R_STR(r, deepspeed));
+        else {
+            R_INT(r, zero_stage) = v;
+            derive(r, RK_zero_stage, "zero_optimization.stage of the deepspeed config");
+            diag_key(c, RK_deepspeed, "note", "deepspeed: llfc reads only zero_optimization.stage (%lld) "
+                     "and shards with its own ZeRO", (long long)v);
+        }
+        json_free(doc);
+        free(text);
+    }
+    if (R_NULL(r, zero_stage)) {
+        R_INT(r, zero_stage) = 0;
+        derive(r, RK_zero_stage, "no deepspeed config");
+    }
+    if (R_INT(r, zero_stage) == 3)
+        diag_key(c, RK_zero_stage, "error", "ZeRO-3 (parameters sharded, gathered per layer) is not "
+                 "supported yet; use stage 1 (optimizer state) or 2 (and gradients)");
+}
+
 static void check_eval(Ctx *c) {
     Recipe *r = c->r;
     bool evaluates = strcmp(R_STR(r, eval_strategy), "no") != 0 || R_BOOL(r, do_eval);
@@ -875,6 +911,7 @@ Recipe *recipe_parse(const char *name, const char *text, size_t len, const Recip
         check_method(&c);
         check_data(&c);
         check_train(&c);
+        check_zero(&c);
         check_eval(&c);
         if (purpose != RECIPE_FOR_CHECK) check_trainer(&c);
     }

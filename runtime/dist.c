@@ -457,6 +457,36 @@ bool dist_allreduce_sum_f64(DistGroup *g, double *buf, size_t n, char *err, size
     return allreduce(g, buf, n, sizeof *buf, add_f64, err, errlen);
 }
 
+bool dist_broadcast_from(DistGroup *g, int root, void *buf, size_t n, char *err, size_t errlen) {
+    if (g->world == 1) return true;
+    if (root != 0) { // the star's middle relays: root -> 0 -> everyone else
+        if (g->rank == root && !xfer(g, 0, buf, n, true, err, errlen)) return false;
+        if (g->rank == 0 && !xfer(g, root, buf, n, false, err, errlen)) return false;
+    }
+    if (g->rank == 0) {
+        for (int r = 1; r < g->world; r++)
+            if (r != root && !xfer(g, r, buf, n, true, err, errlen)) return false;
+        return true;
+    }
+    return g->rank == root || xfer(g, 0, buf, n, false, err, errlen);
+}
+
+bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err, size_t errlen) {
+    if (g->world == 1) return true;
+    if (g->rank != 0) {
+        if (!xfer(g, 0, buf, n * sizeof *buf, true, err, errlen)) return false;
+        return g->rank != root || xfer(g, 0, buf, n * sizeof *buf, false, err, errlen);
+    }
+    float *in = xmalloc(n * sizeof *in);
+    bool ok = true;
+    for (int r = 1; r < g->world && ok; r++) { // rank order, as dist_allreduce_sum
+        ok = xfer(g, r, in, n * sizeof *in, false, err, errlen);
+        if (ok) add_f32(buf, in, n);
+    }
+    free(in);
+    return ok && (root == 0 || xfer(g, root, buf, n * sizeof *buf, true, err, errlen));
+}
+
 bool dist_barrier(DistGroup *g, char *err, size_t errlen) {
     float token = 0;
     return dist_allreduce_sum(g, &token, 1, err, errlen);

@@ -59,6 +59,11 @@ bool dist_broadcast(DistGroup *g, void *buf, size_t n, char *err, size_t errlen)
 bool dist_allreduce_sum(DistGroup *g, float *buf, size_t n, char *err, size_t errlen);
 bool dist_allreduce_sum_f64(DistGroup *g, double *buf, size_t n, char *err, size_t errlen);
 bool dist_barrier(DistGroup *g, char *err, size_t errlen);
+/* Rank root's n bytes to every rank (ZeRO: an owner's updated parameters). */
+bool dist_broadcast_from(DistGroup *g, int root, void *buf, size_t n, char *err, size_t errlen);
+/* Every rank's floats summed (rank order) into root's buf; the others' buf is left as sent
+ * (ZeRO-2: a gradient reaches only the rank that owns its parameter). */
+bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err, size_t errlen);
 
 /* `--nproc-per-node N`: start N copies of this program (argv without the launcher options)
  * as ranks of one node with torchrun's variables set, wait for them, and stop the others when

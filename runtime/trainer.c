@@ -70,6 +70,10 @@ typedef struct {
     DistGroup *group;                              /* the ranks of a data-parallel run */
     int rank, world;
     int64_t die_at_step;                           /* tests: LLFC_TEST_KILL=RANK:STEP, else -1 */
+    int zero;                                      /* ZeRO stage in effect (0 on one rank) */
+    int *owner;                                    /* ZeRO: the rank that updates params[i] */
+    OptParam *owned;                               /* ZeRO: this rank's parameters */
+    size_t n_owned;
 } Run;
 
 static double now_s(void) {
@@ -279,10 +283,54 @@ static void make_optimizer(Run *run) {
     for (size_t i = 0; i < n; i++)
         run->params[i] = (OptParam){ep[i].name, ep[i].value, ep[i].grad, ep[i].numel, ep[i].decay,
                                     optim_loraplus_scale(ep[i].name, ep[i].ndim, ratio)};
+    // ZeRO: whole parameters dealt to the ranks in order, about the same element count each;
+    // a rank keeps AdamW state only for its own (stage 1) and receives only their gradients (2)
+    run->zero = run->world > 1 ? (int)R_INT(run->r, zero_stage) : 0;
+    run->owner = xcalloc(n ? n : 1, sizeof *run->owner);
+    run->owned = xcalloc(n ? n : 1, sizeof *run->owned);
+    int64_t total = 0, seen = 0;
+    for (size_t i = 0; i < n; i++) total += ep[i].numel;
+    for (size_t i = 0; i < n; i++) {
+        run->owner[i] = run->zero ? (int)((seen * run->world) / (total ? total : 1)) : run->rank;
+        seen += ep[i].numel;
+        if (run->owner[i] == run->rank) run->owned[run->n_owned++] = run->params[i];
+    }
     AdamWConfig cfg;
     optim_config_from_recipe(&cfg, run->r);
-    optim_init(&run->opt, &cfg, run->params, n);
+    optim_init(&run->opt, &cfg, run->owned, run->n_owned);
     run->have_opt = true;
+}
+
+/* ZeRO: the optimizer state of every parameter, gathered from the owners into *full (which
+ * every rank builds; rank 0 saves it). */
+static bool gather_opt(Run *run, AdamW *full, char *err, size_t errlen) {
+    AdamWConfig cfg = run->opt.cfg;
+    optim_init(full, &cfg, run->params, run->n_params);
+    full->step = run->opt.step;
+    for (size_t i = 0, j = 0; i < run->n_params; i++) {
+        int64_t n = run->params[i].n, at = full->offset[i];
+        if (run->owner[i] == run->rank) {
+            memcpy(full->m + at, run->opt.m + run->opt.offset[j], sizeof(float) * (size_t)n);
+            memcpy(full->v + at, run->opt.v + run->opt.offset[j], sizeof(float) * (size_t)n);
+            j++;
+        }
+        if (!dist_broadcast_from(run->group, run->owner[i], full->m + at, sizeof(float) * (size_t)n, err, errlen) ||
+            !dist_broadcast_from(run->group, run->owner[i], full->v + at, sizeof(float) * (size_t)n, err, errlen))
+            return false;
+    }
+    return true;
+}
+
+/* ZeRO: this rank's share of a full optimizer state (after a resume). */
+static void scatter_opt(Run *run, const AdamW *full) {
+    run->opt.step = full->step;
+    for (size_t i = 0, j = 0; i < run->n_params; i++) {
+        if (run->owner[i] != run->rank) continue;
+        size_t bytes = sizeof(float) * (size_t)run->params[i].n;
+        memcpy(run->opt.m + run->opt.offset[j], full->m + full->offset[i], bytes);
+        memcpy(run->opt.v + run->opt.offset[j], full->v + full->offset[i], bytes);
+        j++;
+    }
 }
 
 // --- batches
@@ -455,15 +503,23 @@ static void log_step(Run *run, int64_t step, double loss, double grad_norm, doub
     trainlog_progress(&run->log, step, loss, lr, grad_norm, tokens_per_s, now_s());
 }
 
+/* Rank 0 writes checkpoint-N; under ZeRO every rank first sends its optimizer state there. */
 static bool save_checkpoint(Run *run, char *err, size_t errlen) {
-    CkptSave s = {R_STR(run->r, output_dir), run->params, run->n_params,
-                  R_BOOL(run->r, save_only_model) ? NULL : &run->opt, &run->state, &run->pos,
-                  R_NULL(run->r, save_total_limit) ? 0 : R_INT(run->r, save_total_limit),
-                  write_outputs_to, run};
-    char *path = NULL;
-    bool ok = ckpt_save(&s, &path, err, errlen);
-    if (ok) fprintf(stderr, "\nsaved %s\n", path);
-    free(path);
+    AdamW full;
+    bool zero = run->zero > 0 && !R_BOOL(run->r, save_only_model);
+    if (zero && !gather_opt(run, &full, err, errlen)) return false;
+    bool ok = true;
+    if (run->rank == 0) {
+        CkptSave s = {R_STR(run->r, output_dir), run->params, run->n_params,
+                      R_BOOL(run->r, save_only_model) ? NULL : zero ? &full : &run->opt, &run->state, &run->pos,
+                      R_NULL(run->r, save_total_limit) ? 0 : R_INT(run->r, save_total_limit),
+                      write_outputs_to, run};
+        char *path = NULL;
+        ok = ckpt_save(&s, &path, err, errlen);
+        if (ok) fprintf(stderr, "\nsaved %s\n", path);
+        free(path);
+    }
+    if (zero) optim_free(&full);
     return ok;
 }
 
@@ -481,6 +537,40 @@ static bool sum_ranks(Run *run, double *x, size_t n, char *err, size_t errlen) {
 static bool sum_grads(Run *run, char *err, size_t errlen) {
     for (size_t i = 0; run->world > 1 && i < run->n_params; i++)
         if (!dist_allreduce_sum(run->group, run->params[i].grad, (size_t)run->params[i].n, err, errlen)) return false;
+    return true;
+}
+
+/* Gradients summed over the ranks: everywhere (no ZeRO, stage 1), or only at the parameter's
+ * owner (stage 2). */
+static bool reduce_grads(Run *run, char *err, size_t errlen) {
+    if (run->zero < 2) return sum_grads(run, err, errlen);
+    for (size_t i = 0; i < run->n_params; i++)
+        if (!dist_reduce_sum_to(run->group, run->owner[i], run->params[i].grad, (size_t)run->params[i].n, err, errlen))
+            return false;
+    return true;
+}
+
+/* ZeRO step: the global gradient norm from each rank's owned part, torch's clipping on the
+ * owned gradients, AdamW on the owned parameters, then every parameter from its owner. */
+static bool zero_update(Run *run, double factor, double *norm_out, char *err, size_t errlen) {
+    double sq = 0;
+    for (size_t i = 0; i < run->n_owned; i++)
+        for (int64_t k = 0; k < run->owned[i].n; k++) sq += (double)run->owned[i].grad[k] * run->owned[i].grad[k];
+    if (!sum_ranks(run, &sq, 1, err, errlen)) return false;
+    float norm = (float)sqrt(sq);
+    double max_norm = R_FLOAT(run->r, max_grad_norm);
+    if (max_norm > 0 && isfinite(norm)) {
+        float coef = (float)max_norm / (norm + 1e-6f); // torch.nn.utils.clip_grad_norm_
+        if (coef > 1.0f) coef = 1.0f;
+        for (size_t i = 0; i < run->n_owned; i++)
+            for (int64_t k = 0; k < run->owned[i].n; k++) run->owned[i].grad[k] *= coef;
+    }
+    optim_step(&run->opt, run->owned, run->n_owned, factor);
+    for (size_t i = 0; i < run->n_params; i++)
+        if (!dist_broadcast_from(run->group, run->owner[i], run->params[i].value,
+                                 sizeof(float) * (size_t)run->params[i].n, err, errlen))
+            return false;
+    *norm_out = norm;
     return true;
 }
 
@@ -520,14 +610,18 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
                 for (int64_t i = 0; i < run->B * run->T; i++) sums[1] += run->seq[i] != 0;
             }
-            if (!sum_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
+            if (!reduce_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
             double step_loss = sums[0];
             tokens_since += sums[1];
-            double norm = R_FLOAT(run->r, max_grad_norm) > 0
-                              ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
-                              : optim_grad_norm(run->params, run->n_params);
-            double factor = schedule_factor(&run->sched, step);
-            optim_step(&run->opt, run->params, run->n_params, factor);
+            double norm, factor = schedule_factor(&run->sched, step);
+            if (!run->zero) {
+                norm = R_FLOAT(run->r, max_grad_norm) > 0
+                           ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
+                           : optim_grad_norm(run->params, run->n_params);
+                optim_step(&run->opt, run->params, run->n_params, factor);
+            } else if (!zero_update(run, factor, &norm, err, errlen)) {
+                return false;
+            }
             step++;
             mb += group;
             run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * global_b),
@@ -556,7 +650,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 logrec_free(&e);
                 trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, errlen);
             }
-            if (lead && save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
+            if (save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
         }
         if (mb >= per_epoch) run->pos.batch_in_epoch = 0, run->pos.epoch = epoch + 1;
     }
@@ -579,8 +673,18 @@ static bool resume(Run *run, char *err, size_t errlen) {
         free(log);
         return true;
     }
-    bool ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen) &&
-              trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen);
+    AdamW full;
+    bool ok;
+    if (run->zero) { // every rank reads the whole state and keeps its share
+        AdamWConfig cfg = run->opt.cfg;
+        optim_init(&full, &cfg, run->params, run->n_params);
+        ok = ckpt_load(dir, run->params, run->n_params, &full, &run->state, &run->pos, err, errlen);
+        if (ok) scatter_opt(run, &full);
+        optim_free(&full);
+    } else {
+        ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen);
+    }
+    ok = ok && (run->rank != 0 || trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen));
     if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
     free(dir);
     return ok;
@@ -641,8 +745,10 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     if (!run->group) return false;
     run->rank = place.rank, run->world = place.world_size;
     if (run->rank == 0)
-        fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs\n", run->world,
-                dist_source_name(place.source), place.master_addr, place.master_port);
+        fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs%s\n", run->world,
+                dist_source_name(place.source), place.master_addr, place.master_port,
+                R_INT(run->r, zero_stage) == 1 ? "; ZeRO-1: AdamW state sharded"
+                : R_INT(run->r, zero_stage) == 2 ? "; ZeRO-2: AdamW state and gradients sharded" : "");
     return true;
 }
 
@@ -678,6 +784,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
 
 static void teardown(Run *run) {
     dist_close(run->group);
+    free(run->owner), free(run->owned);
     if (run->have_opt) optim_free(&run->opt);
     free(run->params);
     exec_cpu_free(run->ex);

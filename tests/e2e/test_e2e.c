@@ -221,6 +221,13 @@ static void test_check_prints_every_key_with_origin(void **state) {
     expect(0, "argument 3 (learning_rate=2e-4)", cmd);
     expect(0, "recipes/demo_lora_sft.yaml:18:1", cmd);
     expect(0, "derived: 2 * lora_rank", cmd);
+    // a DeepSpeed config gives its zero_optimization.stage; ZeRO-3 is refused by name
+    set_cmd("cd %s && printf '{\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": true}}' > z2.json && "
+            "printf '{\"zero_optimization\": {\"stage\": 3}}' > z3.json && cd %s && %s check "
+            "recipes/demo_lora_sft.yaml deepspeed=%s/z2.json", tmp, root, llfc, tmp);
+    expect(0, "derived: zero_optimization.stage of the deepspeed config", cmd);
+    set_cmd("%s check recipes/demo_lora_sft.yaml deepspeed=%s/z3.json", llfc, tmp);
+    expect(1, "ZeRO-3 (parameters sharded, gathered per layer) is not supported yet", cmd);
     set_cmd("%s check --keys", llfc);
     expect(0, "cutoff_len", cmd);
     set_cmd("%s templates", llfc);
@@ -323,15 +330,18 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
     expect(0, NULL, cmd);
     // full and LoRA on 1 rank of 2 rows, and on 2 ranks of 1 row (data parallel through the
     // --nproc-per-node launcher): the same PyTorch numbers
-    const char *kinds[] = {"full", "lora", "full_dp2", "lora_dp2"};
-    for (int k = 0; k < 4; k++) {
+    // ... and with ZeRO-2 (full) and ZeRO-1 (LoRA) sharding the AdamW state and gradients
+    const char *kinds[] = {"full", "lora", "full_dp2", "lora_dp2", "full_zero2", "lora_zero1"};
+    const char *zero[] = {"", "", "", "", " zero_stage=2 save_steps=4", " zero_stage=1"};
+    for (int k = 0; k < 6; k++) {
         bool lora = k % 2 == 1, dp = k >= 2;
         // LoRA starts from the PEFT-made adapter (absolute path: the trainer runs in tmp)
         char *method = !lora ? xstrdup("finetuning_type=full")
                              : xprintf("adapter_name_or_path=%s/tests/fixtures/loop/lora_start", root);
         set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_%s%s model_name_or_path=%s/model dataset_dir=%s/data %s%s "
-                "&& cd %s && ./run_%s %s output_dir=out_%s", llfc, tmp, kinds[k], ov, tmp, root, method,
-                dp ? " per_device_train_batch_size=1" : "", tmp, kinds[k], dp ? "--nproc-per-node 2" : "", kinds[k]);
+                "&& cd %s && ./run_%s %s output_dir=out_%s%s", llfc, tmp, kinds[k], ov, tmp, root, method,
+                dp ? " per_device_train_batch_size=1" : "", tmp, kinds[k], dp ? "--nproc-per-node 2" : "", kinds[k],
+                zero[k]);
         free(method);
         expect(0, dp ? "data parallel: 2 ranks (torchrun) met at 127.0.0.1" : "step 10/10", cmd);
         char *log = xprintf("%s/out_%s/trainer_log.jsonl", tmp, kinds[k]);
@@ -356,6 +366,12 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
         free(log);
         free(hist);
     }
+    // ZeRO-2 resumed from its checkpoint-4 (optimizer state gathered at save, scattered at load)
+    // ends with the same bytes as the uninterrupted run
+    set_cmd("cd %s && ./run_full_zero2 --nproc-per-node 2 zero_stage=2 output_dir=out_zero2_resumed "
+            "resume_from_checkpoint=out_full_zero2/checkpoint-4 && cmp out_full_zero2/model.safetensors "
+            "out_zero2_resumed/model.safetensors && echo same-model", tmp);
+    expect(0, "same-model", cmd);
     // create_new_adapter merges the PEFT adapter into the base weights and starts a new one (B = 0):
     // the same function, so the first two losses (lr 0 at step 1) are the adapter's
     set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_new%s model_name_or_path=%s/model dataset_dir=%s/data "

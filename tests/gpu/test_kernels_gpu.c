@@ -522,7 +522,7 @@ static void check_ce(Gpu *g) {
                 }
             free(got);
         }
-    Dev *dloss = dev_new(1, false), *dcount = dev_new(2, false); /* a double and an i64 */
+    Dev *dloss = dev_new(2, false), *dcount = dev_new(2, false); /* a double and an i64: 8 bytes each */
     run(g, kernel_of(g, oi, 1), (void *[]){&dloss->p, &dcount->p, &mx->p, &sm->p, &tg->p, &dl->p});
     double got_loss;
     int64_t got_count;

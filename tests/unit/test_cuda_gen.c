@@ -391,6 +391,37 @@ static void test_nvrtc_error_names_generated_line(void **state) {
     assert_non_null(strstr(err, "generated line 2:     x[0] = undefined_name;"));
 }
 
+
+/* What pack.c appends to a trainer: the unit, its launch table, a CUBIN per arch, the PTX; none
+ * with --arch none. */
+static void test_payload_entries(void **state) {
+    (void)state;
+    NVRTC_OR_SKIP();
+    Plan *p = shape_plan(&SHAPES[0], FT_LORA, 0, 1, 64);
+    StrBuf bytes = {0};
+    plan_serialize(p, &bytes);
+    char err[16384];
+    assert_true(nvrtc_set_arch_list("sm_90,sm_80", true, err, sizeof err));
+    NvrtcPayload pl;
+    if (!nvrtc_payload_build(&pl, bytes.data, bytes.len, err, sizeof err)) fail_msg("%s", err);
+    const char *want[] = {"cuda/source.cu", "cuda/launches.txt", "cuda/sm_80.cubin", "cuda/sm_90.cubin",
+                          "cuda/compute_90.ptx"};
+    assert_int_equal(pl.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(pl.entries[i].name, want[i]);
+        assert_true(pl.entries[i].size > 0);
+    }
+    assert_null(pl.note);
+    nvrtc_payload_free(&pl);
+    assert_true(nvrtc_set_arch_list("none", true, err, sizeof err));
+    assert_true(nvrtc_payload_build(&pl, bytes.data, bytes.len, err, sizeof err));
+    assert_int_equal(pl.n, 0);
+    nvrtc_payload_free(&pl);
+    assert_true(nvrtc_set_arch_list(NVRTC_DEFAULT_ARCH, false, err, sizeof err));
+    sb_free(&bytes);
+    plan_free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_shapes_and_fusions),
@@ -402,6 +433,7 @@ int main(void) {
         cmocka_unit_test(test_nvrtc_recipes),
         cmocka_unit_test(test_nvrtc_model_shapes),
         cmocka_unit_test(test_nvrtc_error_names_generated_line),
+        cmocka_unit_test(test_payload_entries),
     };
     return cmocka_run_group_tests(tests, fresh_cache, drop_cache);
 }
