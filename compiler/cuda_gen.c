@@ -70,7 +70,7 @@ typedef struct {
     uint32_t grid[3], block[3];
 } Inst;
 
-/* Find or add the instance; returns its kernel index. Same text = same kernel. */
+/* Find or add the instance; returns its kernel index. Same text and geometry = same kernel. */
 static int32_t instance(Gen *g, Inst *in) {
     CudaUnit *u = g->u;
     StrBuf call = {0};
@@ -82,6 +82,8 @@ static int32_t instance(Gen *g, Inst *in) {
     for (int32_t k = 0; k < u->n_kernels && found < 0; k++) {
         if (strcmp(u->kernels[k].template_name, in->tmpl) != 0) continue;
         same_template++;
+        if (memcmp(u->kernels[k].grid, in->grid, sizeof in->grid) || memcmp(u->kernels[k].block, in->block, sizeof in->block))
+            continue;
         /* the call text follows the kernel's opening line; compare by searching it */
         char *key = xprintf("%s(%s_PARAMS) {\n    %s;\n}", u->kernels[k].name, macro, call.data);
         if (strstr(g->inst.data, key)) found = k;
