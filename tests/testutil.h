@@ -20,6 +20,9 @@
 
 #include <cmocka.h>
 
+#include "json.h"
+#include "util.h"
+
 /* Path of a file or folder under the shared assets, malloc'd; NULL if it does not exist. */
 static inline char *test_shared_path(const char *rel) {
     const char *root = getenv("LLFC_SHARED");
@@ -44,5 +47,31 @@ static inline char *test_shared_path(const char *rel) {
         skip();                                                                               \
         return; /* skip() does not return; this says so to the compiler */                  \
     }
+
+/* A fresh folder under /tmp, malloc'd; the test removes it with test_rm_rf. */
+static inline char *test_tmpdir(void) {
+    char tmpl[] = "/tmp/llfc_test_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return xstrdup(d);
+}
+
+static inline void test_rm_rf(const char *dir) {
+    char *cmd = xprintf("rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+}
+
+/* A JSON fixture, parsed; the test fails naming the file when it cannot be read. */
+static inline JsonDoc *test_load_json(const char *path) {
+    char err[ERR_LEN];
+    size_t len;
+    char *text = util_read_file(path, &len, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
+    free(text);
+    if (!doc) fail_msg("%s", err);
+    return doc;
+}
 
 #endif

@@ -89,19 +89,6 @@ static bool save(Run *r, const char *out, int64_t limit, char *err) {
     return ckpt_save(&s, NULL, err, ERR_LEN);
 }
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/llfc_test_ckpt_XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return xstrdup(d);
-}
-
-static void rm_rf(const char *dir) {
-    char *cmd = xprintf("rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
-
 static bool exists(const char *dir, const char *name) {
     char *p = util_path_join(dir, name);
     bool e = access(p, F_OK) == 0;
@@ -128,7 +115,7 @@ static void assert_same_run(const Run *a, const Run *b) {
 
 static void test_resume_is_exact(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char err[ERR_LEN];
     Run a;
     run_init(&a);
@@ -155,14 +142,14 @@ static void test_resume_is_exact(void **state) {
     free(dir);
     run_free(&a);
     run_free(&b);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
 /* A save killed at any stage leaves the previous checkpoint complete and chosen by resume. */
 static void test_torn_write_keeps_previous(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char err[ERR_LEN];
     Run a;
     run_init(&a);
@@ -201,14 +188,14 @@ static void test_torn_write_keeps_previous(void **state) {
     assert_non_null(strstr(latest, "checkpoint-6"));
     free(latest);
     run_free(&a);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
 /* The same with a real kill -9 in a child process, in the middle of each stage's files. */
 static void test_sigkill_mid_save(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char err[ERR_LEN];
     Run a;
     run_init(&a);
@@ -234,7 +221,7 @@ static void test_sigkill_mid_save(void **state) {
         free(latest);
     }
     run_free(&a);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
@@ -242,7 +229,7 @@ static void test_sigkill_mid_save(void **state) {
  * and refused by name. */
 static void test_damage_is_reported(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char err[ERR_LEN];
     Run a, b;
     run_init(&a);
@@ -289,14 +276,14 @@ static void test_damage_is_reported(void **state) {
     free(dir);
     run_free(&a);
     run_free(&b);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
 /* LLaMA-Factory's rule for what a run starts from. */
 static void test_auto_resume(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char err[ERR_LEN], note[ERR_LEN];
     char *p = (char *)"x";
     assert_true(ckpt_auto_resume("/nonexistent/out", NULL, false, &p, note, sizeof note, err, sizeof err));
@@ -317,7 +304,7 @@ static void test_auto_resume(void **state) {
     assert_true(ckpt_auto_resume(out, ck, false, &p, note, sizeof note, err, sizeof err));
     assert_string_equal(p, ck);
     free(p);
-    rm_rf(ck);
+    test_rm_rf(ck);
     char *model = util_path_join(out, "adapter_model.safetensors");
     assert_true(util_write_file_atomic(model, "x", 1, 0644, err, sizeof err));
     assert_false(ckpt_auto_resume(out, NULL, false, &p, note, sizeof note, err, sizeof err));
@@ -325,7 +312,7 @@ static void test_auto_resume(void **state) {
     free(model);
     free(ck);
     run_free(&a);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
@@ -340,7 +327,7 @@ static void test_rotation_matches_trainer(void **state) {
     const Json *kept = json_get(json_get(json_root(doc), "files"), "checkpoints");
     assert_int_equal(kept->arr.n, 2);
 
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     Run a;
     run_init(&a);
     for (int s = 1; s <= 6; s++) {
@@ -359,7 +346,7 @@ static void test_rotation_matches_trainer(void **state) {
     }
     assert_int_equal(found, kept->arr.n);
     run_free(&a);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
     json_free(doc);
     free(text);
@@ -450,7 +437,7 @@ static char *slurp(const char *dir, const char *name) {
 
 static void test_simulated_run_killed_and_resumed(void **state) {
     (void)state;
-    char *a_out = make_tmpdir(), *b_out = make_tmpdir();
+    char *a_out = test_tmpdir(), *b_out = test_tmpdir();
     char err[ERR_LEN];
     Sim a, b;
     sim_init(&a, a_out);
@@ -491,8 +478,8 @@ static void test_simulated_run_killed_and_resumed(void **state) {
     free(dir);
     sim_free(&a);
     sim_free(&b);
-    rm_rf(a_out);
-    rm_rf(b_out);
+    test_rm_rf(a_out);
+    test_rm_rf(b_out);
     free(a_out);
     free(b_out);
 }

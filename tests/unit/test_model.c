@@ -18,17 +18,6 @@
 
 // --- helpers
 
-static JsonDoc *load_json(const char *path) {
-    char err[ERR_LEN];
-    size_t len;
-    char *text = util_read_file(path, &len, err, sizeof err);
-    if (!text) fail_msg("%s", err);
-    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
-    free(text);
-    if (!doc) fail_msg("%s", err);
-    return doc;
-}
-
 static int64_t jint(const Json *obj, const char *key) {
     int64_t v;
     if (!json_as_int(json_get(obj, key), &v)) fail_msg("expected.json: no integer \"%s\"", key);
@@ -81,7 +70,7 @@ static void check_against_transformers(const char *name) {
     char err[ERR_LEN];
     ModelSpec m;
     if (!model_load(&m, config, err, sizeof err)) fail_msg("%s", err);
-    JsonDoc *doc = load_json(expected);
+    JsonDoc *doc = test_load_json(expected);
     const Json *e = json_root(doc);
 
     assert_string_equal(m.model_type, json_as_str(json_get(e, "model_type")));

@@ -12,17 +12,6 @@
 #include "optim.h"
 #include "util.h"
 
-static JsonDoc *load_fixture(const char *path) {
-    char err[ERR_LEN];
-    size_t len;
-    char *text = util_read_file(path, &len, err, sizeof err);
-    if (!text) fail_msg("%s", err);
-    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
-    free(text);
-    if (!doc) fail_msg("%s", err);
-    return doc;
-}
-
 static double num(const Json *v) {
     double d;
     if (!json_as_double(v, &d)) fail_msg("fixture: expected a number");
@@ -124,7 +113,7 @@ static void run_case(const Json *c) {
 
 static void test_adamw_matches_torch(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/optim.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/optim.json");
     const Json *cases = json_get(json_root(doc), "cases");
     assert_int_equal(cases->arr.n, 3);
     for (size_t i = 0; i < cases->arr.n; i++) run_case(cases->arr.items[i]);
@@ -165,7 +154,7 @@ static void test_clip_edge_cases(void **state) {
 
 static void test_decay_rules_match_transformers(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/decay.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/decay.json");
     const Json *names = json_get(json_root(doc), "names");
     assert_true(names->arr.n > 40);
     for (size_t i = 0; i < names->arr.n; i++) {

@@ -20,19 +20,6 @@
 
 #define PEFT_DIR "tests/fixtures/peft/stories260k_qv"
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/llfc_test_outputs_XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return xstrdup(d);
-}
-
-static void rm_rf(const char *dir) {
-    char *cmd = xprintf("rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
-
 static void load_spec(ModelSpec *spec, const char *dir) {
     char err[ERR_LEN];
     if (!model_load(spec, dir, err, sizeof err)) fail_msg("%s", err);
@@ -118,7 +105,7 @@ static void test_peft_adapter_roundtrip(void **state) {
         wt[i] = (StWriteTensor){.name = want[i].name, .dtype = s->dtype, .ndim = 2,
                                 .shape = {s->shape[0], s->shape[1]}, .data = s->data};
     }
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     if (!outputs_write_adapter(dir, &cfg, wt, n, err, sizeof err)) fail_msg("%s", err);
 
     /* tensors: same names, shapes, bytes */
@@ -157,7 +144,7 @@ static void test_peft_adapter_roundtrip(void **state) {
     st_close(w);
     outputs_lora_free(&cfg);
     model_free(&spec);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
     free(base);
 }
@@ -197,7 +184,7 @@ static void test_adapter_errors(void **state) {
     char err[ERR_LEN];
     assert_true(model_init_defaults(&other, "llama", 512, 128, 5, 8, 4, 0, 172, err, sizeof err));
 
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     expect_read_error("/nonexistent/adapter", &spec, "is not a folder");
     expect_read_error(dir, &spec, "adapter_config.json: missing");
     copy_fixture(dir);
@@ -238,7 +225,7 @@ static void test_adapter_errors(void **state) {
     expect_read_error(dir, &spec, "no tensor base_model.model.model.embed_tokens.weight");
 
     free(p);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
     model_free(&spec);
     model_free(&other);
@@ -318,7 +305,7 @@ static void test_write_adapter_and_model(void **state) {
     (void)state;
     SHARED_OR_SKIP(base, "models/stories260K/hf");
     const char *keep = getenv("LLFC_OUTPUTS_KEEP");
-    char *dir = keep && *keep ? xstrdup(keep) : make_tmpdir();
+    char *dir = keep && *keep ? xstrdup(keep) : test_tmpdir();
     mkdir(dir, 0755);
     write_for_python(dir, base);
     /* read back our own adapter with the reader */
@@ -335,7 +322,7 @@ static void test_write_adapter_and_model(void **state) {
     outputs_lora_free(&cfg);
     model_free(&spec);
     free(ad);
-    if (!keep || !*keep) rm_rf(dir);
+    if (!keep || !*keep) test_rm_rf(dir);
     free(dir);
     free(base);
 }

@@ -15,30 +15,6 @@
 #include "plot.h"
 #include "util.h"
 
-static JsonDoc *load_fixture(const char *path) {
-    char err[ERR_LEN];
-    size_t len;
-    char *text = util_read_file(path, &len, err, sizeof err);
-    if (!text) fail_msg("%s", err);
-    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
-    free(text);
-    if (!doc) fail_msg("%s", err);
-    return doc;
-}
-
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/llfc_test_plot_XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return xstrdup(d);
-}
-
-static void rm_rf(const char *dir) {
-    char *cmd = xprintf("rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
-
 /* Decode a PNG as 8-bit RGB with libpng; returns the pixels (w*h*3). */
 static uint8_t *read_png(const char *path, int *w, int *h) {
     png_image img;
@@ -71,7 +47,7 @@ static bool color_near(const uint8_t *img, int x, int y, int rad, int r, int g, 
 
 static void test_smooth_matches_llamafactory(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/smooth.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/smooth.json");
     const Json *series = json_get(json_root(doc), "series");
     assert_int_equal(series->arr.n, 5);
     for (size_t s = 0; s < series->arr.n; s++) {
@@ -101,7 +77,7 @@ static void test_png_has_the_curves(void **state) {
         y[i] = 2.5 * exp(-i / 15.0) + 0.5 + ((i % 2) ? 0.25 : -0.25); /* noisy: raw strays */
     }
     plot_smooth(y, N, sm);
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     char *path = util_path_join(dir, "training_loss.png");
     char err[ERR_LEN];
     if (!plot_loss_png(path, x, y, N, "training loss of saves/demo", "loss", err, sizeof err))
@@ -137,18 +113,18 @@ static void test_png_has_the_curves(void **state) {
     assert_true(ink > 40);
     free(img);
     free(path);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
 static void test_plot_from_trainer_state(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/trainer_files.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/trainer_files.json");
     const char *text = json_as_str(json_get(json_get(json_root(doc), "files"), "trainer_state.json"));
     TrainerState st;
     char err[ERR_LEN];
     assert_true(trainlog_state_parse(&st, text, strlen(text), "trainer_state.json", err, sizeof err));
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     const char *keys[] = {"loss", "eval_loss", "eval_accuracy"}; /* what LF asks for */
     int n = 0;
     if (!plot_from_state(dir, &st, keys, 3, &n, err, sizeof err)) fail_msg("%s", err);
@@ -171,7 +147,7 @@ static void test_plot_from_trainer_state(void **state) {
     free(img);
     free(p);
     trainlog_state_free(&st);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
     json_free(doc);
 }

@@ -60,19 +60,6 @@ static StModel *expect_good(const char *header, size_t data_len) {
     return NULL;
 }
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/llfc_test_st_XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return xstrdup(d);
-}
-
-static void rm_rf(const char *dir) {
-    char *cmd = xprintf("rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
-
 // --- stories260K against Python
 
 static void test_stories260k_matches_python(void **state) {
@@ -403,7 +390,7 @@ static void check_three(const StModel *m) {
 
 static void test_write_single(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     size_t n_files;
     ProduceCtx ctx = {0};
     write_three(dir, 0, &n_files, &ctx);
@@ -424,13 +411,13 @@ static void test_write_single(void **state) {
     assert_int_equal(n % 8, 0);
     assert_ptr_equal(st_find(m, "a.f32")->data, map + 8 + n);
     st_close(m);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
 static void test_write_sharded(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     size_t n_files;
     ProduceCtx ctx = {0};
     // 36-byte limit: b (6 B) then a (24 B) fit in one shard; c (6 MB) is over it, its own shard
@@ -470,7 +457,7 @@ static void test_write_sharded(void **state) {
     assert_false(util_is_file(index_path));
     free(old);
     free(index_path);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
@@ -495,7 +482,7 @@ static void expect_open_error(const char *dir, const char *needle) {
 
 static void test_bad_index(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     size_t n_files;
     ProduceCtx ctx = {0};
     write_three(dir, 36, &n_files, &ctx);
@@ -522,11 +509,11 @@ static void test_bad_index(void **state) {
     expect_open_error(dir, "expected {\"weight_map\"");
     write_text(dir, "model.safetensors.index.json", "{\"weight_map\": ");
     expect_open_error(dir, "model.safetensors.index.json:1:");
-    rm_rf(dir);
+    test_rm_rf(dir);
     expect_open_error(dir, "cannot open"); // the folder is gone
-    char *empty = make_tmpdir();
+    char *empty = test_tmpdir();
     expect_open_error(empty, "no model.safetensors or model.safetensors.index.json");
-    rm_rf(empty);
+    test_rm_rf(empty);
     free(empty);
     free(dir);
 }
@@ -549,7 +536,7 @@ static int run_init(const char *family, const char *out, const char *extra1, con
 static void test_init_model_families(void **state) {
     (void)state;
     const char *families[] = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"};
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         assert_int_equal(run_init(families[i], dir, "--dtype", i % 2 ? "f32" : "bf16"), 0);
         char err[ERR_LEN];
@@ -581,13 +568,13 @@ static void test_init_model_families(void **state) {
         model_free(&spec);
         st_close(m);
     }
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
 static void test_init_model_sharded_and_stable(void **state) {
     (void)state;
-    char *a = make_tmpdir(), *b = make_tmpdir();
+    char *a = test_tmpdir(), *b = test_tmpdir();
     assert_int_equal(run_init("qwen2", a, NULL, NULL), 0);
     assert_int_equal(run_init("qwen2", b, "--max-shard-size", "20KB"), 0);
     char err[ERR_LEN];
@@ -603,13 +590,13 @@ static void test_init_model_sharded_and_stable(void **state) {
         assert_memory_equal(x->data, y->data, x->nbytes); // the same seed, the same bytes
     }
     st_close(ma), st_close(mb);
-    rm_rf(a), rm_rf(b);
+    test_rm_rf(a), test_rm_rf(b);
     free(a), free(b);
 }
 
 static void test_init_model_bad_flags(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     assert_int_equal(run_init("llama", dir, "--hidden", "abc"), 2);
     assert_int_equal(run_init("llama", dir, "--dtype", "f8"), 2);
     assert_int_equal(run_init("llama", dir, "--bogus", "1"), 2);
@@ -619,7 +606,7 @@ static void test_init_model_bad_flags(void **state) {
     assert_int_equal(run_init("llama", dir, "--head-dim", "7"), 1);   // odd
     char *argv[] = {"init-model", "--family", "llama", NULL};
     assert_int_equal(cmd_init_model(3, argv), 2); // sizes missing
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 

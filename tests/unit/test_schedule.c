@@ -14,17 +14,6 @@
 #include "schedule.h"
 #include "util.h"
 
-static JsonDoc *load_fixture(const char *path) {
-    char err[ERR_LEN];
-    size_t len;
-    char *text = util_read_file(path, &len, err, sizeof err);
-    if (!text) fail_msg("%s", err);
-    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
-    free(text);
-    if (!doc) fail_msg("%s", err);
-    return doc;
-}
-
 static double num(const Json *v) {
     double d;
     if (!json_as_double(v, &d)) fail_msg("fixture: expected a number");
@@ -39,7 +28,7 @@ static int64_t inum(const Json *v) {
 
 static void test_factors_match_lambdalr(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/schedule.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/schedule.json");
     const Json *scheds = json_get(json_root(doc), "schedules");
     assert_true(scheds->arr.n >= 35);
     for (size_t i = 0; i < scheds->arr.n; i++) {
@@ -70,7 +59,7 @@ static void test_factors_match_lambdalr(void **state) {
 
 static void test_step_counts_match_trainer(void **state) {
     (void)state;
-    JsonDoc *doc = load_fixture("tests/fixtures/train/schedule.json");
+    JsonDoc *doc = test_load_json("tests/fixtures/train/schedule.json");
     const Json *counts = json_get(json_root(doc), "counts");
     assert_true(counts->arr.n >= 8);
     for (size_t i = 0; i < counts->arr.n; i++) {

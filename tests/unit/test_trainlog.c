@@ -48,19 +48,6 @@ static const char *file_text(const char *name) {
     return s;
 }
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/llfc_test_trainlog_XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return xstrdup(d);
-}
-
-static void rm_rf(const char *dir) {
-    char *cmd = xprintf("rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
-
 /* A flat JSON object from the fixture as a LogRec, in file order. */
 static void to_rec(const Json *o, LogRec *r) {
     assert_int_equal(o->type, JSON_OBJECT);
@@ -164,7 +151,7 @@ static void test_results_files_match_hf(void **state) {
     LogRec m = {0};
     to_rec(json_root(d), &m);
     json_free(d);
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     if (!trainlog_save_metrics(dir, "train", &m, err, sizeof err)) fail_msg("%s", err);
     char *p = util_path_join(dir, "train_results.json");
     size_t len;
@@ -199,7 +186,7 @@ static void test_results_files_match_hf(void **state) {
                                 "\"train_loss\": 3.6292153199513755}");
     sb_free(&b);
     logrec_free(&tm);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
@@ -232,7 +219,7 @@ static void test_metrics_text_matches_hf(void **state) {
 
 static void test_trainer_log_jsonl_matches_llamafactory(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = test_tmpdir();
     TrainLog tl;
     trainlog_init(&tl, dir, 37, 1000.0, NULL);
     TrainerState st = {.max_steps = 37};
@@ -262,7 +249,7 @@ static void test_trainer_log_jsonl_matches_llamafactory(void **state) {
     free(p);
     trainlog_state_free(&st);
     trainlog_free(&tl);
-    rm_rf(dir);
+    test_rm_rf(dir);
     free(dir);
 }
 
