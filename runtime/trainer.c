@@ -31,6 +31,7 @@
 #include "dist.h"
 #include "encode.h"
 #include "exec_cpu.h"
+#include "gpu_probe.h"
 #include "graph.h"
 #include "inputs.h"
 #include "model.h"
@@ -805,7 +806,11 @@ int trainer_run(const Recipe *r, const Payload *p) {
     double t0 = now_s();
     bool ok = setup(&run, err, sizeof err);
     bool lead = run.rank == 0;
-    if (ok && lead) {
+    if (ok && lead) { // the CUDA executor is not built yet: say what is here and what runs
+        char gpu[256];
+        int gpus = gpu_probe(gpu, sizeof gpu);
+        fprintf(stderr, "device: %s; %s\n", gpu, gpus ? "this llfc has no CUDA executor yet, so the CPU executor trains"
+                                                        : "the CPU executor trains");
         fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld x %d rank%s, accumulation %lld, "
                 "%lld steps, %s on the CPU executor (fp32%s), %zu trainable tensors\n",
                 (unsigned long long)run.train.n_rows, (long long)run.T, (long long)run.B, (long long)run.T,
