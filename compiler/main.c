@@ -20,10 +20,8 @@
 #include "cmd_init_model.h"
 #include "cmd_preview.h"
 #include "cmd_tokenize.h"
-#ifdef LLFC_CUDA
 #include "cuda_gen.h"
 #include "nvrtc.h"
-#endif
 #include "pack.h"
 #include "recipe.h"
 
@@ -74,12 +72,8 @@ static int parse_args(int argc, char **argv, int first, Args *a) {
         } else if (!strcmp(s, "--arch")) {
             if (i + 1 >= argc) return usage_error("%s needs a list, e.g. sm_80,sm_90 or none", s);
             a->arch = argv[++i];
-#ifdef LLFC_CUDA
             char err[ERR_LEN];
             if (!nvrtc_set_arch_list(a->arch, true, err, sizeof err)) return usage_error("%s", err);
-#else
-            if (strcmp(a->arch, "none") != 0) return usage_error("--arch %s: this llfc was built without CUDA", a->arch);
-#endif
         } else if (!strcmp(s, "-o")) {
             if (i + 1 >= argc) return usage_error("%s needs a path", s);
             a->out = argv[++i];
@@ -161,13 +155,9 @@ static int cmd_compile(int argc, char **argv) {
     if (a.emit_cuda) { // the CUDA unit the trainer would carry
         Recipe *r = recipe_load(a.recipe, a.ov, a.n_ov, RECIPE_FOR_TRAINER, &d);
         StrBuf plan = {0};
-        char err[ERR_LEN] = "this llfc was built without CUDA";
+        char err[ERR_LEN] = "";
         bool ok = r && pack_build_plan(r, &plan, NULL, &d);
-#ifdef LLFC_CUDA
         ok = ok && cuda_gen_print(plan.data, plan.len, stdout, err, sizeof err);
-#else
-        ok = false;
-#endif
         if (r && !ok && d.errors == 0) {
             sb_printf(&d.text, "llfc: error: %s\n", err);
             d.errors++;

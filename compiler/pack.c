@@ -18,9 +18,7 @@
 #include "inputs.h"
 #include "json.h"
 #include "model.h"
-#ifdef LLFC_CUDA
 #include "nvrtc.h"
-#endif
 #include "payload.h"
 
 /* LLaMA-Factory's template names (0.9.5), so a missing one says "not yet" instead of "unknown". */
@@ -180,7 +178,7 @@ static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *pla
     StrBuf resolved = {0};
     recipe_write_yaml(r, &resolved);
     char *man = manifest(r, lua);
-#ifdef LLFC_CUDA // --- the generated unit, its CUBINs and PTX for llfc's --arch (compiler/nvrtc.h)
+    // the generated unit, its CUBINs and PTX for llfc's --arch (compiler/nvrtc.h)
     NvrtcPayload cuda = {0};
     static char cuda_err[16384]; /* NVRTC's log with the generated lines can be long */
     if (!nvrtc_payload_build(&cuda, plan->data, plan->len, cuda_err, sizeof cuda_err)) {
@@ -195,9 +193,6 @@ static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *pla
         sb_printf(&d->text, "llfc: warning: %s\n", cuda.note);
         d->warnings++;
     }
-#else
-    struct { PayloadEntry *entries; size_t n; } cuda = {NULL, 0}; /* llfc built without CUDA */
-#endif
     size_t n = 0;
     PayloadEntry *e = xcalloc(lua->n + 4 + cuda.n, sizeof *e);
     e[n++] = (PayloadEntry){"recipe.yaml", resolved.data, resolved.len};
@@ -212,9 +207,7 @@ static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *pla
         d->errors++;
     }
     free(e);
-#ifdef LLFC_CUDA
     nvrtc_payload_free(&cuda);
-#endif
     free(man);
     sb_free(&resolved);
     return ok;

@@ -316,8 +316,10 @@ static bool gather_opt(Run *run, AdamW *full, char *err, size_t errlen) {
             j++;
         }
         if (!dist_broadcast_from(run->group, run->owner[i], full->m + at, sizeof(float) * (size_t)n, err, errlen) ||
-            !dist_broadcast_from(run->group, run->owner[i], full->v + at, sizeof(float) * (size_t)n, err, errlen))
+            !dist_broadcast_from(run->group, run->owner[i], full->v + at, sizeof(float) * (size_t)n, err, errlen)) {
+            optim_free(full);
             return false;
+        }
     }
     return true;
 }
@@ -365,20 +367,34 @@ static void fill_slot(Run *run, const EncodedSet *s, uint64_t r, int64_t b) {
 }
 
 /* Fill the micro-batch from rows order[first .. first + B) (fewer at the end: empty slots are
- * padding). Returns the tokens whose loss counts (labels shifted, as transformers does). */
-static int64_t fill_batch(Run *run, const EncodedSet *s, const uint64_t *order, uint64_t first, uint64_t n_rows) {
-    int64_t counted = 0;
+ * padding). */
+static void fill_batch(Run *run, const EncodedSet *s, const uint64_t *order, uint64_t first, uint64_t n_rows) {
     for (int64_t b = 0; b < run->B; b++) {
-        if (first + (uint64_t)b < n_rows) fill_slot(run, s, order ? order[first + b] : first + (uint64_t)b, b);
-        else {
-            for (int64_t t = 0; t < run->T; t++) {
-                run->ids[b * run->T + t] = run->pad_id;
-                run->labels[b * run->T + t] = ENC_IGNORE;
-                run->seq[b * run->T + t] = 0;
-                run->posn[b * run->T + t] = (int32_t)t;
-            }
+        if (first + (uint64_t)b < n_rows) {
+            fill_slot(run, s, order ? order[first + b] : first + (uint64_t)b, b);
+            continue;
         }
-        for (int64_t t = 1; t < run->T; t++) counted += run->labels[b * run->T + t] != ENC_IGNORE;
+        for (int64_t t = 0; t < run->T; t++) {
+            run->ids[b * run->T + t] = run->pad_id;
+            run->labels[b * run->T + t] = ENC_IGNORE;
+            run->seq[b * run->T + t] = 0;
+            run->posn[b * run->T + t] = (int32_t)t;
+        }
+    }
+}
+
+/* The tokens whose loss counts in the micro-batch fill_batch would make from the same rows
+ * (labels shifted, as transformers does; rows cut to T), read from the rows directly: the step
+ * needs the count of its whole group before the first micro-batch runs. */
+static int64_t count_tokens(const Run *run, const EncodedSet *s, const uint64_t *order, uint64_t first,
+                            uint64_t n_rows) {
+    int64_t counted = 0;
+    for (uint64_t b = 0; b < (uint64_t)run->B && first + b < n_rows; b++) {
+        uint64_t r = order ? order[first + b] : first + b;
+        const int32_t *labels = s->labels + enc_part_start(s, r, 0);
+        int64_t len = (int64_t)enc_part_len(s, r, 0);
+        if (len > run->T) len = run->T;
+        for (int64_t t = 1; t < len; t++) counted += labels[t] != ENC_IGNORE;
     }
     return counted;
 }
@@ -599,7 +615,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             uint64_t group = per_epoch - mb < (uint64_t)run->accum ? per_epoch - mb : (uint64_t)run->accum;
             double counted = 0; // the group's counted tokens first, over every rank: the loss is over all
             for (uint64_t k = 0; k < group; k++)
-                counted += (double)fill_batch(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
+                counted += (double)count_tokens(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
             if (!sum_ranks(run, &counted, 1, err, errlen)) return false;
             exec_cpu_zero_grad(run->ex);
             double sums[2] = {0, 0}; // this step's loss, tokens that are not padding
