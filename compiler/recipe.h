@@ -230,6 +230,9 @@ enum {
       "bf16 weights and activations, fp32 master weights and optimizer state.")                 \
     X(fp16, RT_BOOL, "train", "false", 0, 0, NULL, NULL, RK_BAKED,                             \
       "fp16 with dynamic loss scaling.")                                                        \
+    X(device, RT_ENUM, "train", "auto", 0, 0, "auto|cuda|cpu", NULL, RK_LLFC,                  \
+      "Where the trainer runs: auto (a GPU when one is usable, else the CPU executor), cuda "   \
+      "(a GPU, or stop saying why not), cpu (the fp32 CPU executor).")                          \
     X(seed, RT_INT, "train", "42", 0, 4294967295.0, NULL, NULL, 0,                              \
       "Seed of every random choice: LoRA init, dropout, data order.")                           \
     X(data_seed, RT_INT, "train", NULL, 0, 4294967295.0, NULL, NULL, RK_NULLABLE,               \

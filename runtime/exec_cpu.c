@@ -58,20 +58,8 @@ ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen)
         ex->region[r] = at;
         at += plan->region_size[r];
     }
-    ex->all = xcalloc((size_t)plan->n_params + 1, sizeof *ex->all);
-    ex->trainable = xcalloc((size_t)plan->n_params + 1, sizeof *ex->trainable);
-    for (int32_t i = 0; i < plan->n_params; i++) {
-        const PlanParam *p = &plan->params[i];
-        ExecParam e = {.name = p->name,
-                       .value = exec_cpu_tensor(ex, p->tensor),
-                       .grad = exec_cpu_tensor(ex, p->grad),
-                       .numel = plan->tensors[p->tensor].numel,
-                       .decay = p->decay,
-                       .ndim = p->ndim,
-                       .shape = {p->shape[0], p->shape[1]}};
-        ex->all[ex->n_all++] = e;
-        if (p->trainable) ex->trainable[ex->n_trainable++] = e;
-    }
+    exec_params_views(plan, ex->region[PLAN_PARAM], ex->region[PLAN_GRAD], &ex->all, &ex->n_all, &ex->trainable,
+                      &ex->n_trainable);
     return ex;
 }
 
@@ -113,12 +101,12 @@ static bool read_tensor(const StTensor *t, const PlanParam *p, float *dst, const
     return true;
 }
 
-bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen) {
+bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
     StModel *m = st_open(path, err, errlen);
     if (!m) return false;
     bool ok = true;
-    for (int32_t i = 0; i < ex->plan->n_params && ok; i++) {
-        const PlanParam *p = &ex->plan->params[i];
+    for (int32_t i = 0; i < plan->n_params && ok; i++) {
+        const PlanParam *p = &plan->params[i];
         if (p->kind != PARAM_BASE) continue;
         const StTensor *t = st_find(m, p->source);
         if (!t)
@@ -127,32 +115,32 @@ bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen
                       "compiled for?",
                       path, p->source);
         else
-            ok = read_tensor(t, p, exec_cpu_tensor(ex, p->tensor), path, err, errlen);
+            ok = read_tensor(t, p, param_region + plan->tensors[p->tensor].offset, path, err, errlen);
     }
     st_close(m);
     return ok;
 }
 
-void exec_cpu_init_lora(ExecCpu *ex) {
-    for (int32_t i = 0; i < ex->plan->n_params; i++) {
-        const PlanParam *p = &ex->plan->params[i];
-        float *v = exec_cpu_tensor(ex, p->tensor);
+void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region) {
+    for (int32_t i = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        float *v = param_region + plan->tensors[p->tensor].offset;
         int64_t n = p->shape[0] * p->shape[1];
         if (p->kind == PARAM_LORA_B) memset(v, 0, (size_t)n * sizeof(float));
         if (p->kind != PARAM_LORA_A) continue;
         const float bound = (float)(1.0 / sqrt((double)p->shape[1]));
         const uint64_t purpose = rng_purpose(RNG_LORA_INIT, (uint32_t)p->adapter);
         for (int64_t k = 0; k < n; k++)
-            v[k] = (2.0f * rng_uniform(ex->seed, purpose, (uint64_t)k) - 1.0f) * bound;
+            v[k] = (2.0f * rng_uniform(seed, purpose, (uint64_t)k) - 1.0f) * bound;
     }
 }
 
-bool exec_cpu_load_adapter(ExecCpu *ex, const char *path, char *err, size_t errlen) {
+bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
     StModel *m = st_open(path, err, errlen);
     if (!m) return false;
     bool ok = true;
-    for (int32_t i = 0; i < ex->plan->n_params && ok; i++) {
-        const PlanParam *p = &ex->plan->params[i];
+    for (int32_t i = 0; i < plan->n_params && ok; i++) {
+        const PlanParam *p = &plan->params[i];
         bool adapter_owned =
             p->kind != PARAM_BASE || (p->trainable && strcmp(p->name, p->source) != 0);
         if (!adapter_owned) continue;
@@ -163,10 +151,39 @@ bool exec_cpu_load_adapter(ExecCpu *ex, const char *path, char *err, size_t errl
                       "lora_target/lora_rank",
                       path, p->name);
         else
-            ok = read_tensor(t, p, exec_cpu_tensor(ex, p->tensor), path, err, errlen);
+            ok = read_tensor(t, p, param_region + plan->tensors[p->tensor].offset, path, err, errlen);
     }
     st_close(m);
     return ok;
+}
+
+void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
+                       ExecParam **trainable, size_t *n_trainable) {
+    *all = xcalloc((size_t)plan->n_params + 1, sizeof **all);
+    *trainable = xcalloc((size_t)plan->n_params + 1, sizeof **trainable);
+    *n_all = *n_trainable = 0;
+    for (int32_t i = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        ExecParam e = {.name = p->name,
+                       .value = param_region + plan->tensors[p->tensor].offset,
+                       .grad = p->grad >= 0 ? grad_region + plan->tensors[p->grad].offset : NULL,
+                       .numel = plan->tensors[p->tensor].numel,
+                       .decay = p->decay,
+                       .ndim = p->ndim,
+                       .shape = {p->shape[0], p->shape[1]}};
+        (*all)[(*n_all)++] = e;
+        if (p->trainable) (*trainable)[(*n_trainable)++] = e;
+    }
+}
+
+bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen) {
+    return exec_params_load_model(ex->plan, ex->region[PLAN_PARAM], path, err, errlen);
+}
+
+void exec_cpu_init_lora(ExecCpu *ex) { exec_params_init_lora(ex->plan, ex->seed, ex->region[PLAN_PARAM]); }
+
+bool exec_cpu_load_adapter(ExecCpu *ex, const char *path, char *err, size_t errlen) {
+    return exec_params_load_adapter(ex->plan, ex->region[PLAN_PARAM], path, err, errlen);
 }
 
 // --- running ops

@@ -90,6 +90,16 @@ void exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *
  * valid until the next call. When b->labels is set and loss is not NULL, also the loss. */
 const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss);
 
+/* The same for any executor, on a PARAM region laid out as the plan says (fp32, element
+ * offsets), e.g. the CUDA executor's host copy. */
+bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen);
+void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region);
+bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen);
+/* The parameters as ExecParams over a PARAM and a GRAD region: every one, and the trainable
+ * ones, in the plan's order (both arrays allocated; the caller frees them). */
+void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
+                       ExecParam **trainable, size_t *n_trainable);
+
 /* A tensor of the plan by id (tests). */
 float *exec_cpu_tensor(const ExecCpu *ex, int32_t id);
 

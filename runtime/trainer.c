@@ -31,6 +31,7 @@
 #include "dist.h"
 #include "encode.h"
 #include "exec_cpu.h"
+#include "exec_cuda.h"
 #include "gpu_probe.h"
 #include "graph.h"
 #include "inputs.h"
@@ -54,7 +55,8 @@ typedef struct {
     EncodedSet train, eval;
     bool have_eval;
     Plan *plan;
-    ExecCpu *ex;
+    ExecCpu *ex;                                   /* the executor: the CPU's, */
+    ExecCuda *gpu;                                 /* or the GPU's */
     OptParam *params;
     size_t n_params;
     AdamW opt;
@@ -69,7 +71,7 @@ typedef struct {
     uint64_t *order;                               /* this epoch's row order */
     double t0;
     DistGroup *group;                              /* the ranks of a data-parallel run */
-    int rank, world;
+    int rank, world, local_rank;
     int64_t die_at_step;                           /* tests: LLFC_TEST_KILL=RANK:STEP, else -1 */
     int zero;                                      /* ZeRO stage in effect (0 on one rank) */
     int *owner;                                    /* ZeRO: the rank that updates params[i] */
@@ -201,6 +203,65 @@ static bool load_plan(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+// --- the executor: a GPU's when the recipe's device allows and one is usable, else the CPU's
+
+static const ExecParam *ex_params(const Run *run, bool all, size_t *n) {
+    if (run->gpu) return all ? exec_cuda_all_params(run->gpu, n) : exec_cuda_params(run->gpu, n);
+    return all ? exec_cpu_all_params(run->ex, n) : exec_cpu_params(run->ex, n);
+}
+
+static bool ex_zero_grad(Run *run, char *err, size_t errlen) {
+    if (run->gpu) return exec_cuda_zero_grad(run->gpu, err, errlen);
+    exec_cpu_zero_grad(run->ex);
+    return true;
+}
+
+static bool ex_step(Run *run, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
+    if (run->gpu) return exec_cuda_step(run->gpu, b, grad_scale, loss, err, errlen);
+    exec_cpu_step(run->ex, b, grad_scale, loss);
+    return true;
+}
+
+static bool ex_forward(Run *run, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
+    if (run->gpu) return exec_cuda_forward(run->gpu, b, loss, err, errlen);
+    exec_cpu_forward(run->ex, b, loss);
+    return true;
+}
+
+/* Host copies of the weights and AdamW state, current (a no-op on the CPU executor). */
+static bool ex_to_host(Run *run, char *err, size_t errlen) {
+    return !run->gpu || exec_cuda_to_host(run->gpu, run->have_opt ? &run->opt : NULL, err, errlen);
+}
+
+/* device: auto takes a GPU when the driver sees one; with no driver or no GPU the CPU executor
+ * trains (and says why). A GPU that is there but fails (no kernels for it, too little memory)
+ * stops the run: training silently on the CPU instead would take days. */
+static bool open_executor(Run *run, char *err, size_t errlen) {
+    const char *want = R_STR(run->r, device);
+    uint64_t seed = (uint64_t)R_INT(run->r, seed);
+    bool lead = run->rank == 0;
+    if (strcmp(want, "cpu") != 0) {
+        char probe[512];
+        int gpus = gpu_probe(probe, sizeof probe);
+        if (gpus == 0 && !strcmp(want, "cuda")) return errf(err, errlen, "device: cuda: %s", probe);
+        if (gpus == 0 && lead) fprintf(stderr, "device: %s; the CPU executor trains\n", probe);
+        if (gpus > 0 && !payload_find(run->payload, "cuda/launches.txt")) {
+            if (!strcmp(want, "cuda"))
+                return errf(err, errlen, "device: cuda: this trainer was built without CUDA kernels (llfc --arch none)");
+            if (lead) fprintf(stderr, "device: %s, but this trainer has no CUDA kernels (llfc --arch none); the CPU "
+                              "executor trains\n", probe);
+        } else if (gpus > 0) {
+            int dev = run->local_rank % gpus;
+            run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, lead ? stderr : NULL, err, errlen);
+            if (!run->gpu) return false;
+            if (lead) fprintf(stderr, "device: GPU %d of %d, %s\n", dev, gpus, exec_cuda_device(run->gpu));
+            return true;
+        }
+    }
+    run->ex = exec_cpu_new(run->plan, seed, err, errlen);
+    return run->ex != NULL;
+}
+
 /* W += scale * B A for every LoRA pair of a PEFT adapter, and its modules_to_save copied in:
  * what PEFT's merge_and_unload does, on the fp32 base weights. */
 static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
@@ -209,7 +270,7 @@ static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
     if (!outputs_read_adapter(dir, &run->spec, &cfg, &w, err, errlen)) return false;
     double scale = cfg.use_rslora ? cfg.lora_alpha / sqrt((double)cfg.r) : cfg.lora_alpha / (double)cfg.r;
     size_t n_base;
-    const ExecParam *base = exec_cpu_all_params(run->ex, &n_base);
+    const ExecParam *base = ex_params(run, true, &n_base);
     bool ok = true;
     for (size_t i = 0; i < w->n_tensors && ok; i++) {
         const StTensor *t = &w->tensors[i];
@@ -253,10 +314,12 @@ static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
 
 /* LF's rule for adapter_name_or_path (a list): every adapter but the last is merged into the
  * base weights, and training goes on from the last; with create_new_adapter all are merged and
- * a new adapter starts. Full and freeze merge them all. */
-static bool load_weights(Run *run, char *err, size_t errlen) {
-    run->ex = exec_cpu_new(run->plan, (uint64_t)R_INT(run->r, seed), err, errlen);
-    if (!run->ex || !exec_cpu_load_model(run->ex, R_STR(run->r, model_name_or_path), err, errlen)) return false;
+ * a new adapter starts. Full and freeze merge them all. (On a GPU all of it happens in the
+ * host copies, which then go to the GPU once.) */
+static bool read_weights(Run *run, char *err, size_t errlen) {
+    const char *model = R_STR(run->r, model_name_or_path);
+    if (!(run->gpu ? exec_cuda_load_model(run->gpu, model, err, errlen) : exec_cpu_load_model(run->ex, model, err, errlen)))
+        return false;
     bool lora = run->plan->finetune == FT_LORA;
     size_t n = R_NULL(run->r, adapter_name_or_path) ? 0 : R_LIST(run->r, adapter_name_or_path).n;
     bool resume_last = lora && n > 0 && !R_BOOL(run->r, create_new_adapter);
@@ -264,20 +327,26 @@ static bool load_weights(Run *run, char *err, size_t errlen) {
         if (!merge_adapter(run, R_LIST(run->r, adapter_name_or_path).items[i], err, errlen)) return false;
     if (!lora) return true;
     if (!resume_last) {
-        exec_cpu_init_lora(run->ex);
+        if (run->gpu) exec_cuda_init_lora(run->gpu);
+        else exec_cpu_init_lora(run->ex);
         return true;
     }
     const char *dir = R_LIST(run->r, adapter_name_or_path).items[n - 1];
     char *file = util_path_join(dir, "adapter_model.safetensors");
-    bool ok = exec_cpu_load_adapter(run->ex, file, err, errlen);
+    bool ok = run->gpu ? exec_cuda_load_adapter(run->gpu, file, err, errlen) : exec_cpu_load_adapter(run->ex, file, err, errlen);
     free(file);
     if (ok) fprintf(stderr, "lora: training on from the adapter in %s\n", dir);
     return ok;
 }
 
+static bool load_weights(Run *run, char *err, size_t errlen) {
+    return open_executor(run, err, errlen) && read_weights(run, err, errlen) &&
+           (!run->gpu || exec_cuda_to_device(run->gpu, NULL, err, errlen));
+}
+
 static void make_optimizer(Run *run) {
     size_t n;
-    const ExecParam *ep = exec_cpu_params(run->ex, &n);
+    const ExecParam *ep = ex_params(run, false, &n);
     run->params = xcalloc(n, sizeof *run->params);
     run->n_params = n;
     double ratio = R_NULL(run->r, loraplus_lr_ratio) ? 0 : R_FLOAT(run->r, loraplus_lr_ratio);
@@ -423,7 +492,7 @@ static ExecBatch batch_of(const Run *run, uint64_t step) {
 /* HF's evaluation loop: batches of per_device_eval_batch_size rows, each one's loss the mean
  * over its tokens, the eval_loss their mean weighted by rows. An eval batch is run as as many
  * plan micro-batches (of B rows) as it needs, their token sums added. */
-static double evaluate(Run *run) {
+static bool evaluate(Run *run, double *eval_loss, char *err, size_t errlen) {
     uint64_t E = (uint64_t)R_INT(run->r, per_device_eval_batch_size), rows = run->eval.n_rows;
     double sum = 0;
     for (uint64_t first = 0; first < rows; first += E) {
@@ -434,13 +503,14 @@ static double evaluate(Run *run) {
             fill_batch(run, &run->eval, NULL, m, end);
             ExecBatch b = batch_of(run, 0);
             ExecLoss loss;
-            exec_cpu_forward(run->ex, &b, &loss);
+            if (!ex_forward(run, &b, &loss, err, errlen)) return false;
             loss_sum += loss.loss_sum;
             count += loss.count;
         }
         if (count > 0) sum += loss_sum / (double)count * (double)(end - first);
     }
-    return rows ? sum / (double)rows : 0;
+    *eval_loss = rows ? sum / (double)rows : 0;
+    return true;
 }
 
 // --- outputs
@@ -479,7 +549,7 @@ static void lora_config(const Run *run, OutLora *c) {
 
 /* The trainable tensors (lora) or every tensor (full, freeze) as fp32 safetensors. */
 static StWriteTensor *tensors_to_write(const Run *run, bool all, size_t *n) {
-    const ExecParam *ep = all ? exec_cpu_all_params(run->ex, n) : exec_cpu_params(run->ex, n);
+    const ExecParam *ep = ex_params(run, all, n);
     StWriteTensor *t = xcalloc(*n, sizeof *t);
     for (size_t i = 0; i < *n; i++) {
         t[i] = (StWriteTensor){.name = ep[i].name, .dtype = ST_F32, .ndim = ep[i].ndim, .data = ep[i].value};
@@ -525,6 +595,7 @@ static bool save_checkpoint(Run *run, char *err, size_t errlen) {
     AdamW full;
     bool zero = run->zero > 0 && !R_BOOL(run->r, save_only_model);
     if (zero && !gather_opt(run, &full, err, errlen)) return false;
+    if (!ex_to_host(run, err, errlen)) return false;
     bool ok = true;
     if (run->rank == 0) {
         CkptSave s = {R_STR(run->r, output_dir), run->params, run->n_params,
@@ -617,21 +688,27 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             for (uint64_t k = 0; k < group; k++)
                 counted += (double)count_tokens(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
             if (!sum_ranks(run, &counted, 1, err, errlen)) return false;
-            exec_cpu_zero_grad(run->ex);
+            if (!ex_zero_grad(run, err, errlen)) return false;
             double sums[2] = {0, 0}; // this step's loss, tokens that are not padding
             for (uint64_t k = 0; k < group; k++) {
                 fill_batch(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
                 ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
                 ExecLoss loss;
-                exec_cpu_step(run->ex, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss);
+                if (!ex_step(run, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss, err, errlen)) return false;
                 sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
                 for (int64_t i = 0; i < run->B * run->T; i++) sums[1] += run->seq[i] != 0;
             }
+            if (run->gpu && run->world > 1 && !exec_cuda_grads_to_host(run->gpu, err, errlen)) return false;
             if (!reduce_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
+            if (run->gpu && run->world > 1 && !exec_cuda_grads_to_device(run->gpu, err, errlen)) return false;
             double step_loss = sums[0];
             tokens_since += sums[1];
             double norm, factor = schedule_factor(&run->sched, step);
-            if (!run->zero) {
+            if (run->gpu) {
+                if (!exec_cuda_adamw(run->gpu, &run->opt, run->params, run->n_params, factor,
+                                     R_FLOAT(run->r, max_grad_norm), &norm, err, errlen))
+                    return false;
+            } else if (!run->zero) {
                 norm = R_FLOAT(run->r, max_grad_norm) > 0
                            ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
                            : optim_grad_norm(run->params, run->n_params);
@@ -660,7 +737,9 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             }
             if (lead && eval_every && step % eval_every == 0) {
                 LogRec e = {0};
-                logrec_float(&e, "eval_loss", evaluate(run));
+                double eval_loss;
+                if (!evaluate(run, &eval_loss, err, errlen)) return false;
+                logrec_float(&e, "eval_loss", eval_loss);
                 logrec_float(&e, "epoch", run->state.epoch);
                 logrec_int(&e, "step", step);
                 trainlog_state_append(&run->state, &e);
@@ -702,6 +781,7 @@ static bool resume(Run *run, char *err, size_t errlen) {
         ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen);
     }
     ok = ok && (run->rank != 0 || trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen));
+    if (ok && run->gpu) ok = exec_cuda_to_device(run->gpu, &run->opt, err, errlen);
     if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
     free(dir);
     return ok;
@@ -709,7 +789,7 @@ static bool resume(Run *run, char *err, size_t errlen) {
 
 static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     const char *out = R_STR(run->r, output_dir);
-    if (!write_outputs_to(run, out, err, errlen)) return false;
+    if (!ex_to_host(run, err, errlen) || !write_outputs_to(run, out, err, errlen)) return false;
     LogRec m = {0};
     double train_loss = run->state.global_step ? run->pos.loss_sum / (double)run->state.global_step : 0;
     double samples = schedule_num_train_samples((int64_t)run->train.n_rows, run->world, run->B, run->accum,
@@ -726,7 +806,8 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     logrec_free(&m);
     if (ok && run->have_eval) {
         LogRec e = {0};
-        double t = now_s(), loss = evaluate(run);
+        double t = now_s(), loss;
+        if (!evaluate(run, &loss, err, errlen)) return false;
         trainlog_eval_metrics(&e, loss, now_s() - t, (int64_t)run->eval.n_rows, R_INT(run->r, per_device_eval_batch_size));
         logrec_float(&e, "epoch", run->state.epoch);
         StrBuf table = {0};
@@ -757,10 +838,11 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     run->die_at_step = -1;
     if (kill_spec && sscanf(kill_spec, "%d:%lld", &kill_rank, &kill_step) == 2 && kill_rank == place.rank)
         run->die_at_step = kill_step;
+    run->local_rank = place.local_rank;
     if (place.world_size == 1) return true;
     run->group = dist_connect(&place, (int)R_INT(run->r, ddp_timeout), err, errlen);
     if (!run->group) return false;
-    run->rank = place.rank, run->world = place.world_size;
+    run->rank = place.rank, run->world = place.world_size, run->local_rank = place.local_rank;
     if (run->rank == 0)
         fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs%s\n", run->world,
                 dist_source_name(place.source), place.master_addr, place.master_port,
@@ -779,6 +861,9 @@ static bool setup(Run *run, char *err, size_t errlen) {
         !load_weights(run, err, errlen))
         return false;
     make_optimizer(run);
+    if (run->gpu && run->zero)
+        return errf(err, errlen, "zero_stage %d: ZeRO on GPUs needs NCCL, which llfc does not drive yet; set "
+                    "zero_stage: 0 (plain data parallel) or device: cpu", run->zero);
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
@@ -805,6 +890,7 @@ static void teardown(Run *run) {
     if (run->have_opt) optim_free(&run->opt);
     free(run->params);
     exec_cpu_free(run->ex);
+    exec_cuda_free(run->gpu);
     plan_free(run->plan);
     enc_set_free(&run->train);
     if (run->have_eval) enc_set_free(&run->eval);
@@ -822,17 +908,17 @@ int trainer_run(const Recipe *r, const Payload *p) {
     double t0 = now_s();
     bool ok = setup(&run, err, sizeof err);
     bool lead = run.rank == 0;
-    if (ok && lead) { // the CUDA executor is not built yet: say what is here and what runs
-        char gpu[256];
-        int gpus = gpu_probe(gpu, sizeof gpu);
-        fprintf(stderr, "device: %s; %s\n", gpu, gpus ? "this llfc has no CUDA executor yet, so the CPU executor trains"
-                                                        : "the CPU executor trains");
+    if (ok && lead) {
+        // the GPU computes in bf16 whatever the recipe says (decision: fp16 and fp32 compute are
+        // not built on the GPU path); the CPU executor always in fp32
+        const char *precision = run.gpu ? (R_BOOL(r, fp16) ? "bf16 (fp16 is not built on GPUs yet), fp32 master weights"
+                                                           : "bf16, fp32 master weights and AdamW state")
+                                        : R_BOOL(r, bf16) || R_BOOL(r, fp16) ? "fp32; bf16/fp16 apply on GPUs" : "fp32";
         fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld x %d rank%s, accumulation %lld, "
-                "%lld steps, %s on the CPU executor (fp32%s), %zu trainable tensors\n",
+                "%lld steps, %s on the %s executor (%s), %zu trainable tensors\n",
                 (unsigned long long)run.train.n_rows, (long long)run.T, (long long)run.B, (long long)run.T,
                 run.world, run.world == 1 ? "" : "s", (long long)run.accum, (long long)run.total_steps,
-                R_STR(r, finetuning_type), R_BOOL(r, bf16) || R_BOOL(r, fp16) ? "; bf16/fp16 apply on GPUs" : "",
-                run.n_params);
+                R_STR(r, finetuning_type), run.gpu ? "CUDA" : "CPU", precision, run.n_params);
         trainlog_init(&run.log, R_STR(r, output_dir), run.total_steps, now_s(), stdout);
     }
     if (ok) ok = train_loop(&run, err, sizeof err) && (!lead || finish(&run, now_s() - t0, err, sizeof err));

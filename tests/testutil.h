@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -60,6 +61,21 @@ static inline void test_rm_rf(const char *dir) {
     char *cmd = xprintf("rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
     free(cmd);
+}
+
+/* Run a shell command; its exit status, and its stdout+stderr in *output (malloc'd). */
+static inline int test_shell(char **output, const char *cmd) {
+    char *full = xprintf("(%s) 2>&1", cmd);
+    FILE *f = popen(full, "r");
+    free(full);
+    StrBuf out = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) sb_append(&out, buf, n);
+    int status = pclose(f);
+    if (!out.data) sb_append(&out, "", 0);
+    *output = out.data;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 /* A JSON fixture, parsed; the test fails naming the file when it cannot be read. */

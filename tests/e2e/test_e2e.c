@@ -40,18 +40,9 @@ static int run(char **output, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, (size_t)len + 1, fmt, ap);
     va_end(ap);
-    char *full = xprintf("(%s) 2>&1", line);
+    int rc = test_shell(output, line);
     free(line);
-    FILE *f = popen(full, "r");
-    free(full);
-    StrBuf out = {0};
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) sb_append(&out, buf, n);
-    int status = pclose(f);
-    if (!out.data) sb_append(&out, "", 0);
-    *output = out.data;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    return rc;
 }
 
 static void expect(int want_rc, const char *want_text, const char *cmd) {

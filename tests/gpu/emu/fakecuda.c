@@ -1,12 +1,15 @@
 /* fakecuda.c - a libcuda.so.1 for machines without a GPU: the driver calls test_kernels_gpu
  * makes, where a "module" is the generated unit compiled for the CPU (units.c wrote it as
  * u<FNV of the CUBIN>.cpp, run.sh compiled it to .so in $LLFC_EMU_DIR), device memory is host
- * memory, and a launch runs emu_launch (epilogue.hpp). Reports compute capability 9.0. */
+ * memory, and a launch runs emu_launch (epilogue.hpp). Reports one device of compute capability
+ * 9.0 with 16 GiB free. Also the calls runtime/cudrv.c makes for the CUDA executor. */
+#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "extent.h"
 typedef int CUresult;
 typedef struct { void (*tramp)(void **); void (*launch)(void (*)(void **), const unsigned *, const unsigned *, void **); } Fn;
@@ -43,8 +46,21 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     (void)smem, (void)stream, (void)extra;
     Fn *fn = f;
     unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     fn->launch(fn->tramp, g, b, params);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (getenv("LLFC_EMU_PROFILE"))
+        fprintf(stderr, "emu: %p grid %u,%u,%u block %u: %.3f s\n", (void *)fn->tramp, gx, gy, gz, bx * by * bz,
+                (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     return 0;
 }
 CUresult cuCtxSynchronize(void) { return 0; }
+CUresult cuDeviceGetCount(int *n) { *n = 1; return 0; }
+CUresult cuDriverGetVersion(int *v) { *v = 13000; return 0; }
+CUresult cuDeviceGetName(char *name, int len, int d) { (void)d; snprintf(name, (size_t)len, "emulated GPU (tests/gpu/emu)"); return 0; }
+CUresult cuDevicePrimaryCtxRelease_v2(int d) { (void)d; return 0; }
+CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total) { *free_b = *total = (size_t)16 << 30; return 0; }
+CUresult cuMemsetD8_v2(unsigned long long p, unsigned char v, size_t n) { memset((void *)(uintptr_t)p, v, n); return 0; }
+CUresult cuGetErrorName(CUresult r, const char **s) { (void)r; *s = "CUDA_ERROR_EMULATED"; return 0; }
 CUresult cuGetErrorString(CUresult r, const char **s) { (void)r; *s = "emulated"; return 0; }

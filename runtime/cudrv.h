@@ -1,0 +1,69 @@
+/* cudrv.h - the CUDA driver API and cuBLASLt, loaded with dlopen from the machine the trainer
+ * runs on (never linked: a trainer built where no CUDA is starts on any cluster node), and the
+ * one matrix product the CUDA executor needs.
+ *
+ *     CuDrv *d = cudrv_open(device_index, err, errlen);   driver, context, cuBLASLt handle
+ *     cudrv_alloc(d, &ptr, bytes, "what", err, errlen);   every failure names the call and what it served
+ *     cudrv_gemm(d, &g, err, errlen);                     C = alpha op(A) op(B) + beta C, row-major
+ *     cudrv_close(d);
+ *
+ * Where the libraries are looked for: $LLFC_CUDA_DRIVER (else libcuda.so.1 on the loader's
+ * path) and $LLFC_CUBLASLT (else libcublasLt.so.13, .12, libcublasLt.so on the loader's path,
+ * then $CUDA_HOME/lib64 and /usr/local/cuda/lib64). The declarations below are the few types
+ * and enum values of cuda.h / cublasLt.h used here, so building needs no CUDA headers.
+ */
+#ifndef LLFC_CUDRV_H
+#define LLFC_CUDRV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef unsigned long long CuPtr; /* CUdeviceptr */
+
+typedef struct CuDrv CuDrv;
+
+/* Load the driver and cuBLASLt, pick device `index` (of those CUDA_VISIBLE_DEVICES leaves),
+ * make its primary context current and create the cuBLASLt handle and a 32 MiB workspace. */
+CuDrv *cudrv_open(int index, char *err, size_t errlen);
+void cudrv_close(CuDrv *d);
+
+/* The device: "NVIDIA H100 80GB HBM3", compute capability as 90, memory in bytes. */
+const char *cudrv_name(const CuDrv *d);
+int cudrv_arch(const CuDrv *d);
+bool cudrv_mem_info(CuDrv *d, size_t *free_bytes, size_t *total_bytes);
+
+/* A module from a CUBIN or PTX image, and a function of it (by its extern "C" name). */
+bool cudrv_load_module(CuDrv *d, const void *image, void **module, char *err, size_t errlen);
+bool cudrv_function(CuDrv *d, void *module, const char *name, void **fn, char *err, size_t errlen);
+
+bool cudrv_alloc(CuDrv *d, CuPtr *p, size_t bytes, const char *what, char *err, size_t errlen);
+void cudrv_free(CuDrv *d, CuPtr p);
+bool cudrv_put(CuDrv *d, CuPtr dst, const void *src, size_t bytes, const char *what, char *err, size_t errlen);
+bool cudrv_get(CuDrv *d, void *dst, CuPtr src, size_t bytes, const char *what, char *err, size_t errlen);
+bool cudrv_zero(CuDrv *d, CuPtr p, size_t bytes, const char *what, char *err, size_t errlen);
+
+/* Launch fn with args[] (pointers to each argument's value, as cuLaunchKernel takes them). */
+bool cudrv_launch(CuDrv *d, void *fn, const uint32_t grid[3], const uint32_t block[3], void **args,
+                  const char *what, char *err, size_t errlen);
+/* Wait for everything launched; an error of an earlier launch surfaces here. */
+bool cudrv_sync(CuDrv *d, const char *what, char *err, size_t errlen);
+
+typedef enum { CU_BF16, CU_F32 } CuType;
+
+/* C (M, N) = alpha op(A) op(B) + beta C, all row-major (kernels/matmul.h's convention):
+ * op(A) (M, K) is A (M, K) or, with trans_a, A^T of A stored (K, M); op(B) (K, N) is B or B^T
+ * of B stored (N, K). A and B are bf16, C bf16 or fp32, fp32 accumulation. lda/ldb/ldc are the
+ * row strides (0 = dense). The algorithm is chosen once per shape and kept. */
+typedef struct {
+    CuPtr C, A, B;
+    CuType c_type;
+    int64_t M, N, K;
+    int64_t lda, ldb, ldc;
+    bool trans_a, trans_b;
+    float alpha, beta;
+} CuGemm;
+
+bool cudrv_gemm(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,704 @@
+/* exec_cuda.c - the CUDA executor: the plan's ops as launches of the generated kernels and
+ * cuBLASLt products, in the plan's order, on one stream. See exec_cuda.h; what each kernel
+ * takes is compiler/cuda_gen.h's table.
+ *
+ * Device memory, one allocation each: the plan's PARAM region in fp32 and its bf16 copy (same
+ * element offsets), GRAD (fp32), INPUT (int32), ACT, AdamW's m and v, and the scratch the
+ * kernels need (column-sum slabs, the loss's vocabulary chunk and its per-row statistics, the
+ * optimizer's partial sums). ACT keeps the plan's 4-byte element offsets, so a bf16 activation
+ * uses half of its slot: simple and exactly the plan's sharing; halving it is a later change.
+ */
+#include "exec_cuda.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cudrv.h"
+#include "rng.h"
+#include "rope.h"
+
+#define MAX_ARGS 12
+
+typedef struct {
+    char name[64];
+    char template_name[64];
+    uint32_t grid[3], block[3];
+    void *fn;
+} Kernel;
+
+typedef struct {
+    int32_t kernel[4];
+    int n_kernels;
+    int32_t fused_into;
+} OpLaunch;
+
+struct ExecCuda {
+    const Plan *plan;
+    uint64_t seed;
+    CuDrv *d;
+    void *module;
+    char device[320];
+    Kernel *kernels;
+    int32_t n_kernels;
+    OpLaunch *ops;
+    int32_t optimizer[3];
+    int64_t vc, colsum_floats, adamw_blocks, n_state;
+    CuPtr region[PLAN_REGIONS], shadow; /* shadow: bf16 copy of PARAM */
+    CuPtr m, v, colsum, partial, norm_coef, chunk, dchunk, row_max, row_sum, target, loss_sum, count, inv_freq;
+    float *host[2];                    /* host copies of PARAM and GRAD */
+    ExecParam *trainable, *all;
+    size_t n_trainable, n_all;
+    int32_t lm_op, lm_bwd_op;          /* the LM head's LINEAR and LINEAR_BWD: the loss does both */
+    float inv_freq_h[2][ROPE_MAX_HD / 2], rope_scale[2];
+    uint64_t step;
+    bool train;
+    char *err;
+    size_t errlen;
+};
+
+// --- the payload: launches.txt and the image for this GPU
+
+static bool parse_launches(ExecCuda *ex, const char *text, size_t len, char *err, size_t errlen) {
+    char *buf = xmalloc(len + 1);
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    ex->ops = xcalloc((size_t)ex->plan->n_ops + 1, sizeof *ex->ops);
+    for (int32_t i = 0; i < ex->plan->n_ops; i++) ex->ops[i].fused_into = -1, ex->ops[i].n_kernels = -1;
+    bool ok = true;
+    int line_no = 0;
+    for (char *line = strtok(buf, "\n"); line && ok; line = strtok(NULL, "\n")) {
+        line_no++;
+        if (line[0] == '#') continue;
+        char name[64], kind[32];
+        long long v;
+        int i, a, b, c, k[4], used = 0;
+        Kernel kk;
+        if (sscanf(line, "ce_vocab_chunk %lld", &v) == 1) ex->vc = v;
+        else if (sscanf(line, "colsum_scratch %lld", &v) == 1) ex->colsum_floats = v;
+        else if (sscanf(line, "adamw_blocks %lld", &v) == 1) ex->adamw_blocks = v;
+        else if (sscanf(line, "optimizer %d %d %d", &a, &b, &c) == 3) ex->optimizer[0] = a, ex->optimizer[1] = b, ex->optimizer[2] = c;
+        else if (sscanf(line, "kernel %d %63s %u %u %u %u %u %u", &i, name, &kk.grid[0], &kk.grid[1], &kk.grid[2],
+                        &kk.block[0], &kk.block[1], &kk.block[2]) == 8 && i == ex->n_kernels) {
+            snprintf(kk.name, sizeof kk.name, "%s", name);
+            snprintf(kk.template_name, sizeof kk.template_name, "%s", name);
+            char *us = strrchr(kk.template_name, '_'); /* "rmsnorm_fwd_0" -> "rmsnorm_fwd" */
+            if (us) *us = '\0';
+            kk.fn = NULL;
+            ex->kernels = xrealloc(ex->kernels, (size_t)(ex->n_kernels + 1) * sizeof *ex->kernels);
+            ex->kernels[ex->n_kernels++] = kk;
+        } else if (sscanf(line, "op %d %31s %d %d%n", &i, kind, &a, &b, &used) == 4 && i >= 0 && i < ex->plan->n_ops) {
+            int n = sscanf(line + used, "%d %d %d %d", &k[0], &k[1], &k[2], &k[3]);
+            OpLaunch *l = &ex->ops[i];
+            l->fused_into = b, l->n_kernels = n > 0 ? n : 0;
+            for (int j = 0; j < l->n_kernels; j++) l->kernel[j] = k[j];
+        } else {
+            ok = errf(err, errlen, "cuda/launches.txt:%d: cannot read '%.60s'", line_no, line);
+        }
+    }
+    free(buf);
+    for (int32_t i = 0; ok && i < ex->plan->n_ops; i++) {
+        const OpLaunch *l = &ex->ops[i];
+        if (l->n_kernels < 0) ok = errf(err, errlen, "cuda/launches.txt: op %d is missing", (int)i);
+        for (int j = 0; ok && j < l->n_kernels; j++)
+            if (l->kernel[j] < 0 || l->kernel[j] >= ex->n_kernels)
+                ok = errf(err, errlen, "cuda/launches.txt: op %d names kernel %d of %d", (int)i, l->kernel[j],
+                          (int)ex->n_kernels);
+        if (ok && (l->fused_into < -1 || l->fused_into >= ex->plan->n_ops))
+            ok = errf(err, errlen, "cuda/launches.txt: op %d is fused into op %d", (int)i, l->fused_into);
+    }
+    for (int j = 0; ok && j < 3; j++)
+        if (ex->optimizer[j] >= ex->n_kernels) ok = errf(err, errlen, "cuda/launches.txt: bad optimizer kernel");
+    if (ok && ex->vc <= 0) ok = errf(err, errlen, "cuda/launches.txt: no ce_vocab_chunk");
+    return ok;
+}
+
+/* The CUBIN built for this GPU (same major architecture, minor not above it), else the PTX
+ * when the GPU is at least its architecture. Copied so the image is aligned and the PTX ends in
+ * NUL, as cuModuleLoadData needs. */
+static char *pick_image(const Payload *pl, int arch, char *which, size_t wlen, char *err, size_t errlen) {
+    const PayloadEntry *best = NULL;
+    int best_arch = -1;
+    StrBuf have = {0};
+    for (size_t i = 0; i < payload_count(pl); i++) {
+        const PayloadEntry *e = payload_entry(pl, i);
+        int a = 0;
+        char kind[8] = "";
+        if (sscanf(e->name, "cuda/sm_%d.%7s", &a, kind) == 2 && !strcmp(kind, "cubin")) {
+            sb_printf(&have, "%ssm_%d", have.len ? ", " : "", a);
+            if (a / 10 == arch / 10 && a <= arch && a > best_arch) best = e, best_arch = a;
+        } else if (sscanf(e->name, "cuda/compute_%d.%7s", &a, kind) == 2 && !strcmp(kind, "ptx")) {
+            sb_printf(&have, "%sPTX compute_%d", have.len ? ", " : "", a);
+        }
+    }
+    for (size_t i = 0; !best && i < payload_count(pl); i++) {
+        const PayloadEntry *e = payload_entry(pl, i);
+        int a = 0;
+        char kind[8] = "";
+        if (sscanf(e->name, "cuda/compute_%d.%7s", &a, kind) == 2 && !strcmp(kind, "ptx") && a <= arch) best = e;
+    }
+    if (!best) {
+        errf(err, errlen, "this trainer's kernels are for %s, not this GPU (sm_%d); rebuild it with llfc --arch sm_%d",
+             have.len ? have.data : "no GPU (built with --arch none)", arch, arch);
+        sb_free(&have);
+        return NULL;
+    }
+    sb_free(&have);
+    snprintf(which, wlen, "%s", best->name);
+    char *img = xmalloc(best->size + 1);
+    memcpy(img, best->data, best->size);
+    img[best->size] = '\0';
+    return img;
+}
+
+static bool load_kernels(ExecCuda *ex, const Payload *pl, char *err, size_t errlen) {
+    const PayloadEntry *lt = payload_find(pl, "cuda/launches.txt");
+    if (!lt) return errf(err, errlen, "this trainer carries no CUDA kernels (built with --arch none); rebuild it with llfc");
+    if (!parse_launches(ex, lt->data, lt->size, err, errlen)) return false;
+    char which[128];
+    char *img = pick_image(pl, cudrv_arch(ex->d), which, sizeof which, err, errlen);
+    if (!img) return false;
+    bool ok = cudrv_load_module(ex->d, img, &ex->module, err, errlen);
+    free(img);
+    for (int32_t k = 0; ok && k < ex->n_kernels; k++)
+        ok = cudrv_function(ex->d, ex->module, ex->kernels[k].name, &ex->kernels[k].fn, err, errlen);
+    return ok;
+}
+
+// --- memory
+
+static int64_t trainable_elements(const Plan *p) {
+    int64_t n = 0;
+    for (int32_t i = 0; i < p->n_params; i++)
+        if (p->params[i].trainable && p->params[i].grad >= 0) n += p->tensors[p->params[i].tensor].numel;
+    return n;
+}
+
+typedef struct {
+    CuPtr *p;
+    int64_t bytes;
+    const char *what;
+} Alloc;
+
+static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    const int64_t N = p->B * p->T, *rs = p->region_size;
+    ex->n_state = trainable_elements(p);
+    Alloc a[] = {
+        {&ex->region[PLAN_PARAM], rs[PLAN_PARAM] * 4, "fp32 master weights"},
+        {&ex->shadow, rs[PLAN_PARAM] * 2, "bf16 weights"},
+        {&ex->region[PLAN_GRAD], rs[PLAN_GRAD] * 4, "gradients"},
+        {&ex->m, ex->n_state * 4, "AdamW exp_avg"},
+        {&ex->v, ex->n_state * 4, "AdamW exp_avg_sq"},
+        {&ex->region[PLAN_INPUT], rs[PLAN_INPUT] * 4, "micro-batch"},
+        {&ex->region[PLAN_ACT], rs[PLAN_ACT] * 4, "activations"},
+        {&ex->chunk, N * ex->vc * 4, "logits chunk"},
+        {&ex->dchunk, N * ex->vc * 2, "logits gradient chunk"},
+        {&ex->row_max, N * 4, "loss statistics"},
+        {&ex->row_sum, N * 4, "loss statistics"},
+        {&ex->target, N * 4, "loss statistics"},
+        {&ex->loss_sum, 8, "loss"},
+        {&ex->count, 8, "loss"},
+        {&ex->colsum, ex->colsum_floats * 4, "column sums"},
+        {&ex->partial, ex->adamw_blocks * 8, "gradient norm"},
+        {&ex->norm_coef, 8, "gradient norm"},
+        {&ex->inv_freq, (int64_t)sizeof ex->inv_freq_h, "rope frequencies"},
+    };
+    int64_t total = 32 << 20; /* cudrv's cuBLASLt workspace */
+    for (size_t i = 0; i < sizeof a / sizeof *a; i++) total += a[i].bytes;
+    size_t free_b = 0, total_b = 0;
+    cudrv_mem_info(ex->d, &free_b, &total_b);
+    const double mib = 1 << 20;
+    if (log)
+        fprintf(log, "device memory: %.1f MiB planned (weights %.1f fp32 + %.1f bf16, gradients %.1f, AdamW %.1f, "
+                "activations %.1f, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)\n",
+                (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib, (double)a[2].bytes / mib,
+                (double)(a[3].bytes + a[4].bytes) / mib, (double)a[6].bytes / mib,
+                (double)(a[7].bytes + a[8].bytes) / mib, (double)free_b / mib, (double)total_b / mib);
+    if (free_b && (size_t)total > free_b)
+        return errf(err, errlen, "the plan needs %.1f MiB of GPU memory and %.1f MiB are free; lower "
+                    "per_device_train_batch_size or cutoff_len, or set gradient_checkpointing: true",
+                    (double)total / mib, (double)free_b / mib);
+    for (size_t i = 0; i < sizeof a / sizeof *a; i++)
+        if (!cudrv_alloc(ex->d, a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen) ||
+            !cudrv_zero(ex->d, *a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen))
+            return false;
+    return true;
+}
+
+/* The LM head's LINEAR (whose output the loss, or the soft-cap folded into it, reads) and its
+ * LINEAR_BWD (the one with the same weight): the loss computes both chunk by chunk. */
+static bool find_lm_head(ExecCuda *ex, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    ex->lm_op = ex->lm_bwd_op = -1;
+    if (p->loss_op < 0) return errf(err, errlen, "the plan has no loss");
+    int32_t logits = p->ops[p->loss_op].in[0];
+    for (int32_t i = 0; i < p->n_ops; i++)
+        if (p->ops[i].kind == OP_SOFTCAP && p->ops[i].out[0] == logits && ex->ops[i].fused_into == p->loss_op)
+            logits = p->ops[i].in[0];
+    for (int32_t i = 0; i < p->n_ops && ex->lm_op < 0; i++)
+        if (p->ops[i].kind == OP_LINEAR && p->ops[i].out[0] == logits) ex->lm_op = i;
+    if (ex->lm_op < 0) return errf(err, errlen, "the plan's logits come from no LINEAR op");
+    const PlanOp *lm = &p->ops[ex->lm_op];
+    if (lm->in[2] >= 0 || lm->in[3] >= 0)
+        return errf(err, errlen, "the CUDA executor's loss needs an LM head without bias or LoRA");
+    for (int32_t i = p->loss_op + 1; i < p->n_ops && ex->lm_bwd_op < 0; i++)
+        if (p->ops[i].kind == OP_LINEAR_BWD && p->ops[i].in[2] == lm->in[1]) ex->lm_bwd_op = i;
+    return true;
+}
+
+ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
+                        size_t errlen) {
+    CuDrv *d = cudrv_open(device, err, errlen);
+    if (!d) return NULL;
+    ExecCuda *ex = xcalloc(1, sizeof *ex);
+    ex->plan = plan, ex->seed = seed, ex->d = d;
+    for (int j = 0; j < 3; j++) ex->optimizer[j] = -1;
+    snprintf(ex->device, sizeof ex->device, "%s (sm_%d)", cudrv_name(d), cudrv_arch(d));
+    ex->host[0] = xcalloc((size_t)plan->region_size[PLAN_PARAM] + 1, sizeof(float));
+    ex->host[1] = xcalloc((size_t)plan->region_size[PLAN_GRAD] + 1, sizeof(float));
+    exec_params_views(plan, ex->host[0], ex->host[1], &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
+    if (!load_kernels(ex, payload, err, errlen) || !find_lm_head(ex, err, errlen) || !allocate(ex, log, err, errlen)) {
+        exec_cuda_free(ex);
+        return NULL;
+    }
+    return ex;
+}
+
+void exec_cuda_free(ExecCuda *ex) {
+    if (!ex) return;
+    CuPtr *ptrs[] = {&ex->region[0], &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
+                     &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
+                     &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
+    cudrv_close(ex->d);
+    free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable);
+    free(ex);
+}
+
+const char *exec_cuda_device(const ExecCuda *ex) { return ex->device; }
+
+const ExecParam *exec_cuda_params(const ExecCuda *ex, size_t *n) {
+    *n = ex->n_trainable;
+    return ex->trainable;
+}
+
+const ExecParam *exec_cuda_all_params(const ExecCuda *ex, size_t *n) {
+    *n = ex->n_all;
+    return ex->all;
+}
+
+// --- host <-> device
+
+static uint16_t to_bf16(float f) { /* round to nearest even, as common.cuh's f32_to_bf16 */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
+    const int64_t n = ex->plan->region_size[PLAN_PARAM];
+    uint16_t *h = xmalloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) h[i] = to_bf16(ex->host[0][i]);
+    bool ok = cudrv_put(ex->d, ex->region[PLAN_PARAM], ex->host[0], (size_t)n * 4, "upload weights", err, errlen) &&
+              cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload bf16 weights", err, errlen);
+    free(h);
+    if (ok && opt) {
+        if (opt->offset[opt->n_params] != ex->n_state)
+            return errf(err, errlen, "AdamW state of %lld values for %lld trainable values",
+                        (long long)opt->offset[opt->n_params], (long long)ex->n_state);
+        ok = cudrv_put(ex->d, ex->m, opt->m, (size_t)ex->n_state * 4, "upload AdamW state", err, errlen) &&
+             cudrv_put(ex->d, ex->v, opt->v, (size_t)ex->n_state * 4, "upload AdamW state", err, errlen);
+    }
+    return ok;
+}
+
+bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen) {
+    bool ok = cudrv_get(ex->d, ex->host[0], ex->region[PLAN_PARAM], (size_t)ex->plan->region_size[PLAN_PARAM] * 4,
+                        "download weights", err, errlen);
+    if (ok && opt && opt->offset[opt->n_params] == ex->n_state)
+        ok = cudrv_get(ex->d, opt->m, ex->m, (size_t)ex->n_state * 4, "download AdamW state", err, errlen) &&
+             cudrv_get(ex->d, opt->v, ex->v, (size_t)ex->n_state * 4, "download AdamW state", err, errlen);
+    return ok;
+}
+
+bool exec_cuda_grads_to_host(ExecCuda *ex, char *err, size_t errlen) {
+    return cudrv_get(ex->d, ex->host[1], ex->region[PLAN_GRAD], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
+                     "download gradients", err, errlen);
+}
+
+bool exec_cuda_grads_to_device(ExecCuda *ex, char *err, size_t errlen) {
+    return cudrv_put(ex->d, ex->region[PLAN_GRAD], ex->host[1], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
+                     "upload gradients", err, errlen);
+}
+
+bool exec_cuda_load_model(ExecCuda *ex, const char *path, char *err, size_t errlen) {
+    return exec_params_load_model(ex->plan, ex->host[0], path, err, errlen);
+}
+
+void exec_cuda_init_lora(ExecCuda *ex) { exec_params_init_lora(ex->plan, ex->seed, ex->host[0]); }
+
+bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t errlen) {
+    return exec_params_load_adapter(ex->plan, ex->host[0], path, err, errlen);
+}
+
+bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
+    return cudrv_zero(ex->d, ex->region[PLAN_GRAD], (size_t)ex->plan->region_size[PLAN_GRAD] * 4, "zero gradients",
+                      err, errlen);
+}
+
+// --- launching
+
+typedef struct {
+    uint64_t value[MAX_ARGS];
+    void *ptr[MAX_ARGS];
+    int n;
+} Args;
+
+static void arg_u64(Args *a, uint64_t v) {
+    a->value[a->n] = v;
+    a->ptr[a->n] = &a->value[a->n];
+    a->n++;
+}
+
+static void arg_f32(Args *a, float f) {
+    a->value[a->n] = 0;
+    memcpy(&a->value[a->n], &f, sizeof f);
+    a->ptr[a->n] = &a->value[a->n];
+    a->n++;
+}
+
+static void arg_i32(Args *a, int32_t i) {
+    a->value[a->n] = 0;
+    memcpy(&a->value[a->n], &i, sizeof i);
+    a->ptr[a->n] = &a->value[a->n];
+    a->n++;
+}
+
+/* A tensor's device address: parameters as their bf16 copy (what kernels and products read),
+ * everything else in its region at 4 bytes per element; -1 is NULL. */
+static CuPtr dptr(const ExecCuda *ex, int32_t id) {
+    if (id < 0) return 0;
+    const PlanTensor *t = &ex->plan->tensors[id];
+    if (t->region == PLAN_PARAM) return ex->shadow + (CuPtr)t->offset * 2;
+    return ex->region[t->region] + (CuPtr)t->offset * 4;
+}
+
+static int32_t kernel_of(const ExecCuda *ex, int32_t op, const char *template_name) {
+    const OpLaunch *l = &ex->ops[op];
+    for (int j = 0; j < l->n_kernels; j++)
+        if (!strcmp(ex->kernels[l->kernel[j]].template_name, template_name)) return l->kernel[j];
+    return -1;
+}
+
+static bool launch_k(ExecCuda *ex, int32_t k, Args *a, int32_t op) {
+    char what[160];
+    if (k < 0) {
+        const char *kind = op >= 0 ? plan_op_name((PlanOpKind)ex->plan->ops[op].kind) : "optimizer";
+        return errf(ex->err, ex->errlen, "op %d (%s): the trainer's cuda/launches.txt lacks a kernel it needs",
+                    (int)op, kind);
+    }
+    const Kernel *kn = &ex->kernels[k];
+    snprintf(what, sizeof what, "%s, op %d", kn->name, (int)op);
+    return cudrv_launch(ex->d, kn->fn, kn->grid, kn->block, a->ptr, what, ex->err, ex->errlen);
+}
+
+/* Launch the op's kernel of this template. */
+static bool launch(ExecCuda *ex, int32_t op, const char *template_name, Args *a) {
+    return launch_k(ex, kernel_of(ex, op, template_name), a, op);
+}
+
+static bool gemm(ExecCuda *ex, int32_t op, CuPtr C, bool c_f32, CuPtr A, CuPtr B, int64_t M, int64_t N, int64_t K,
+                 bool ta, bool tb, float alpha, float beta) {
+    char what[64];
+    snprintf(what, sizeof what, "op %d %s", (int)op, plan_op_name((PlanOpKind)ex->plan->ops[op].kind));
+    CuGemm g = {.C = C, .A = A, .B = B, .c_type = c_f32 ? CU_F32 : CU_BF16, .M = M, .N = N, .K = K,
+                .trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta};
+    return cudrv_gemm(ex->d, &g, what, ex->err, ex->errlen);
+}
+
+static bool is_grad(const ExecCuda *ex, int32_t id) {
+    return id >= 0 && ex->plan->tensors[id].region == PLAN_GRAD;
+}
+
+static uint64_t dropout_first(int64_t adapter) { return (uint64_t)adapter << 40; }
+
+static bool dropout(ExecCuda *ex, int32_t opi, const char *tmpl, int32_t out, int32_t in) {
+    const PlanOp *op = &ex->plan->ops[opi];
+    Args a = {0};
+    arg_u64(&a, dptr(ex, out)), arg_u64(&a, dptr(ex, in)), arg_u64(&a, ex->seed);
+    arg_u64(&a, rng_purpose(RNG_DROPOUT, (uint32_t)ex->step)), arg_u64(&a, dropout_first(op->n[4]));
+    return launch(ex, opi, tmpl, &a);
+}
+
+/* exec_cpu.c's run_linear: y = x W^T (+ bias) (+ s drop(x) A^T B^T). */
+static bool run_linear(ExecCuda *ex, int32_t opi) {
+    const PlanOp *op = &ex->plan->ops[opi];
+    const int64_t M = op->n[0], N = op->n[1], K = op->n[2], R = op->n[3];
+    const CuPtr y = dptr(ex, op->out[0]), x = dptr(ex, op->in[0]);
+    if (!gemm(ex, opi, y, false, x, dptr(ex, op->in[1]), M, N, K, false, true, 1, 0)) return false;
+    Args a = {0};
+    if (op->in[3] < 0) {
+        if (op->in[2] < 0) return true;
+        arg_u64(&a, y), arg_u64(&a, dptr(ex, op->in[2]));
+        return launch(ex, opi, "bias_add", &a);
+    }
+    CuPtr xin = x;
+    if (op->tmp[0] >= 0 && ex->train) {
+        if (!dropout(ex, opi, "dropout_fwd", op->tmp[0], op->in[0])) return false;
+        xin = dptr(ex, op->tmp[0]);
+    }
+    const CuPtr u = dptr(ex, op->out[1]);
+    if (!gemm(ex, opi, u, false, xin, dptr(ex, op->in[3]), M, R, K, false, true, 1, 0)) return false;
+    arg_u64(&a, y), arg_u64(&a, u), arg_u64(&a, dptr(ex, op->in[4])), arg_u64(&a, dptr(ex, op->in[2]));
+    return launch(ex, opi, "lora_add", &a);
+}
+
+static bool colsum(ExecCuda *ex, int32_t opi, int32_t dw, int32_t dy, int32_t x, int32_t rstd) {
+    Args a = {0};
+    arg_u64(&a, ex->colsum), arg_u64(&a, dptr(ex, dy)), arg_u64(&a, dptr(ex, x)), arg_u64(&a, dptr(ex, rstd));
+    if (!launch(ex, opi, "colsum_partial", &a)) return false;
+    Args b = {0};
+    arg_u64(&b, dptr(ex, dw)), arg_u64(&b, ex->colsum);
+    return launch(ex, opi, "colsum_finish", &b);
+}
+
+/* exec_cpu.c's run_linear_bwd, with the products in cuBLASLt (parameter gradients in fp32). */
+static bool run_linear_bwd(ExecCuda *ex, int32_t opi) {
+    const PlanOp *op = &ex->plan->ops[opi];
+    const int64_t M = op->n[0], N = op->n[1], K = op->n[2], R = op->n[3];
+    const CuPtr dy = dptr(ex, op->in[0]), x = dptr(ex, op->in[1]), W = dptr(ex, op->in[2]);
+    const CuPtr dx = dptr(ex, op->out[0]), dW = dptr(ex, op->out[1]);
+    const CuPtr dA = dptr(ex, op->out[3]), dB = dptr(ex, op->out[4]);
+    if (dW && !gemm(ex, opi, dW, is_grad(ex, op->out[1]), dy, x, N, K, M, true, false, 1, 1)) return false;
+    if (op->out[2] >= 0 && !colsum(ex, opi, op->out[2], op->in[0], -1, -1)) return false;
+    if (dx && !gemm(ex, opi, dx, false, dy, W, M, K, N, false, false, 1, (op->accum & 1) ? 1.0f : 0.0f)) return false;
+    if (op->in[3] < 0) return true;
+    const CuPtr A = dptr(ex, op->in[3]), B = dptr(ex, op->in[4]), u = dptr(ex, op->in[5]);
+    const CuPtr du = dptr(ex, op->tmp[0]), xd = dptr(ex, op->tmp[1]);
+    const float s = op->f[0];
+    if (dB && !gemm(ex, opi, dB, true, dy, u, N, R, M, true, false, s, 1)) return false;
+    if (!du) return true;
+    if (!gemm(ex, opi, du, false, dy, B, M, R, N, false, false, s, 0)) return false;
+    if (dA) {
+        CuPtr xin = x;
+        if (xd) {
+            if (!dropout(ex, opi, "dropout_fwd", op->tmp[1], op->in[1])) return false;
+            xin = xd;
+        }
+        if (!gemm(ex, opi, dA, true, du, xin, R, K, M, true, false, 1, 1)) return false;
+    }
+    if (!dx) return true;
+    if (!xd) return gemm(ex, opi, dx, false, du, A, M, K, R, false, false, 1, 1);
+    return gemm(ex, opi, xd, false, du, A, M, K, R, false, false, 1, 0) &&
+           dropout(ex, opi, "dropout_accum", op->out[0], op->tmp[1]);
+}
+
+static bool run_rope(ExecCuda *ex, int32_t opi) {
+    const Plan *p = ex->plan;
+    const PlanOp *op = &p->ops[opi];
+    const PlanOp *pair = opi + 1 < p->n_ops && ex->ops[opi + 1].fused_into == opi ? &p->ops[opi + 1] : NULL;
+    const int w = (int)op->n[3];
+    Args a = {0};
+    arg_u64(&a, dptr(ex, op->out[0])), arg_u64(&a, dptr(ex, op->in[0]));
+    arg_u64(&a, pair ? dptr(ex, pair->out[0]) : 0), arg_u64(&a, pair ? dptr(ex, pair->in[0]) : 0);
+    arg_u64(&a, dptr(ex, op->in[1])), arg_u64(&a, ex->inv_freq + (CuPtr)w * sizeof ex->inv_freq_h[0]);
+    arg_f32(&a, ex->rope_scale[w]);
+    return launch(ex, opi, "rope_apply", &a);
+}
+
+/* The loss over vocabulary chunks (crossentropy.cuh): each chunk's logits by cuBLASLt from the
+ * LM head's input and weight, online statistics, the loss; then, when training, each chunk
+ * again, its gradient, and the LM head's two backward products for it. */
+static bool run_loss(ExecCuda *ex, int32_t opi, float grad_scale, ExecLoss *loss) {
+    const Plan *p = ex->plan;
+    const PlanOp *op = &p->ops[opi], *lm = &p->ops[ex->lm_op];
+    const int64_t N = op->n[0] * op->n[1], V = op->n[2], C = lm->n[2];
+    const CuPtr x = dptr(ex, lm->in[0]), W = dptr(ex, lm->in[1]), labels = dptr(ex, op->in[1]);
+    for (int64_t v0 = 0; v0 < V; v0 += ex->vc) {
+        const int64_t width = V - v0 < ex->vc ? V - v0 : ex->vc;
+        if (!gemm(ex, opi, ex->chunk, true, x, W + (CuPtr)(v0 * C * 2), N, width, C, false, true, 1, 0)) return false;
+        Args a = {0};
+        arg_u64(&a, ex->row_max), arg_u64(&a, ex->row_sum), arg_u64(&a, ex->target), arg_u64(&a, ex->chunk);
+        arg_u64(&a, labels), arg_i32(&a, (int32_t)v0), arg_i32(&a, (int32_t)width);
+        if (!launch(ex, opi, "ce_stats", &a)) return false;
+    }
+    Args f = {0};
+    arg_u64(&f, ex->loss_sum), arg_u64(&f, ex->count), arg_u64(&f, ex->row_max), arg_u64(&f, ex->row_sum);
+    arg_u64(&f, ex->target), arg_u64(&f, labels);
+    double sum = 0;
+    int64_t count = 0;
+    if (!launch(ex, opi, "ce_finish", &f) || !cudrv_get(ex->d, &sum, ex->loss_sum, 8, "read the loss", ex->err, ex->errlen) ||
+        !cudrv_get(ex->d, &count, ex->count, 8, "read the loss", ex->err, ex->errlen))
+        return false;
+    if (loss) *loss = (ExecLoss){.loss_sum = sum, .count = count, .loss = count ? sum / (double)count : 0};
+    if (!ex->train || ex->lm_bwd_op < 0) return true;
+    const PlanOp *bw = &p->ops[ex->lm_bwd_op];
+    const float scale = grad_scale > 0 ? grad_scale : count ? 1.0f / (float)count : 0.0f;
+    for (int64_t v0 = 0; v0 < V; v0 += ex->vc) {
+        const int64_t width = V - v0 < ex->vc ? V - v0 : ex->vc;
+        if (!gemm(ex, opi, ex->chunk, true, x, W + (CuPtr)(v0 * C * 2), N, width, C, false, true, 1, 0)) return false;
+        Args a = {0};
+        arg_u64(&a, ex->dchunk), arg_u64(&a, ex->chunk), arg_u64(&a, labels), arg_u64(&a, ex->row_max);
+        arg_u64(&a, ex->row_sum), arg_i32(&a, (int32_t)v0), arg_i32(&a, (int32_t)width), arg_f32(&a, scale);
+        if (!launch(ex, opi, "ce_grad", &a)) return false;
+        const float beta = v0 > 0 || (bw->accum & 1) ? 1.0f : 0.0f;
+        if (bw->out[0] >= 0 && !gemm(ex, opi, dptr(ex, bw->out[0]), false, ex->dchunk, W + (CuPtr)(v0 * C * 2), N, C,
+                                     width, false, false, 1, beta))
+            return false;
+        if (bw->out[1] >= 0 && !gemm(ex, opi, dptr(ex, bw->out[1]) + (CuPtr)(v0 * C * 4), true, ex->dchunk, x, width,
+                                     C, N, true, false, 1, 1))
+            return false;
+    }
+    return true;
+}
+
+static bool run_op(ExecCuda *ex, int32_t i, float grad_scale, ExecLoss *loss) {
+    const PlanOp *op = &ex->plan->ops[i];
+    if (ex->ops[i].fused_into >= 0 || i == ex->lm_op || i == ex->lm_bwd_op) return true;
+    Args a = {0};
+#define P(id) arg_u64(&a, dptr(ex, (id)))
+    switch ((PlanOpKind)op->kind) {
+    case OP_EMBED: P(op->out[0]), P(op->in[0]), P(op->in[1]); return launch(ex, i, "embedding_fwd", &a);
+    case OP_ADD: {
+        int32_t k = kernel_of(ex, i, "add_rmsnorm_fwd");
+        if (k < 0) {
+            P(op->out[0]), P(op->in[0]), P(op->in[1]);
+            return launch(ex, i, "add_fwd", &a);
+        }
+        const PlanOp *norm = &ex->plan->ops[i + 1];
+        P(op->out[0]), P(norm->out[0]), P(norm->out[1]), P(op->in[0]), P(op->in[1]), P(norm->in[1]);
+        return launch_k(ex, k, &a, i);
+    }
+    case OP_RMSNORM: P(op->out[0]), P(op->out[1]), P(op->in[0]), P(op->in[1]); return launch(ex, i, "rmsnorm_fwd", &a);
+    case OP_LINEAR: return run_linear(ex, i);
+    case OP_ROPE:
+    case OP_ROPE_BWD: return run_rope(ex, i);
+    case OP_ATTENTION:
+        P(op->out[0]), P(op->out[1]), P(op->in[0]), P(op->in[1]), P(op->in[2]), P(op->in[3]);
+        return launch(ex, i, "attention_fwd", &a);
+    case OP_GLU: P(op->out[0]), P(op->in[0]), P(op->in[1]); return launch(ex, i, "glu_fwd", &a);
+    case OP_SOFTCAP: P(op->out[0]), P(op->in[0]); return launch(ex, i, "softcap_fwd", &a);
+    case OP_LOSS: return run_loss(ex, i, grad_scale, loss);
+    case OP_EMBED_BWD: P(op->out[0]), P(op->in[1]), P(op->in[0]); return launch(ex, i, "embedding_bwd", &a);
+    case OP_RMSNORM_BWD:
+        if (op->out[0] >= 0) {
+            P(op->out[0]), P(op->in[0]), P(op->in[1]), P(op->in[2]), P(op->in[3]);
+            if (!launch(ex, i, "rmsnorm_bwd", &a)) return false;
+        }
+        return op->out[1] < 0 || colsum(ex, i, op->out[1], op->in[0], op->in[1], op->in[3]);
+    case OP_LINEAR_BWD: return run_linear_bwd(ex, i);
+    case OP_ATTENTION_BWD: {
+        P(op->out[0]), P(op->tmp[0]), P(op->in[0]), P(op->in[1]), P(op->in[2]), P(op->in[3]), P(op->in[4]);
+        P(op->in[5]), P(op->in[6]);
+        if (!launch(ex, i, "attention_bwd_dq", &a)) return false;
+        Args b = {0};
+        arg_u64(&b, dptr(ex, op->out[1])), arg_u64(&b, dptr(ex, op->out[2])), arg_u64(&b, dptr(ex, op->in[0]));
+        arg_u64(&b, dptr(ex, op->in[2])), arg_u64(&b, dptr(ex, op->tmp[0])), arg_u64(&b, dptr(ex, op->in[3]));
+        arg_u64(&b, dptr(ex, op->in[4])), arg_u64(&b, dptr(ex, op->in[5])), arg_u64(&b, dptr(ex, op->in[6]));
+        return launch(ex, i, "attention_bwd_dkdv", &b);
+    }
+    case OP_GLU_BWD:
+        P(op->out[0]), P(op->out[1]), P(op->in[0]), P(op->in[1]), P(op->in[2]);
+        return launch(ex, i, "glu_bwd", &a);
+    case OP_SOFTCAP_BWD: P(op->out[0]), P(op->in[0]), P(op->in[1]); return launch(ex, i, "softcap_bwd", &a);
+    case OP_ACCUM: P(op->out[0]), P(op->in[0]); return launch(ex, i, "accum", &a);
+    case OP_KIND_COUNT: break;
+    }
+#undef P
+    return errf(ex->err, ex->errlen, "op %d: kind %d has no CUDA implementation", (int)i, (int)op->kind);
+}
+
+/* The micro-batch to the GPU and this batch's rope frequencies (exec_cpu.c's prepare). */
+static bool prepare(ExecCuda *ex, const ExecBatch *b, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    const size_t bytes = (size_t)(p->B * p->T) * sizeof(int32_t);
+    int32_t maxpos = 0;
+    for (int64_t i = 0; i < p->B * p->T; i++) maxpos = b->pos[i] > maxpos ? b->pos[i] : maxpos;
+    for (int w = 0; w < 2; w++)
+        ex->rope_scale[w] = rope_inv_freq(&p->rope[w], p->HD, p->max_positions, (int64_t)maxpos + 1, ex->inv_freq_h[w]);
+    ex->step = b->step;
+    ex->err = err, ex->errlen = errlen;
+    if (!b->labels) return errf(err, errlen, "the CUDA executor needs labels: it computes the loss, not the logits");
+    return cudrv_put(ex->d, dptr(ex, p->input_ids), b->input_ids, bytes, "upload the micro-batch", err, errlen) &&
+           cudrv_put(ex->d, dptr(ex, p->seq), b->seq, bytes, "upload the micro-batch", err, errlen) &&
+           cudrv_put(ex->d, dptr(ex, p->pos), b->pos, bytes, "upload the micro-batch", err, errlen) &&
+           cudrv_put(ex->d, dptr(ex, p->labels), b->labels, bytes, "upload the micro-batch", err, errlen) &&
+           cudrv_put(ex->d, ex->inv_freq, ex->inv_freq_h, sizeof ex->inv_freq_h, "upload rope frequencies", err, errlen);
+}
+
+bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
+    if (!prepare(ex, b, err, errlen)) return false;
+    ex->train = true;
+    for (int32_t i = 0; i < ex->plan->n_ops; i++)
+        if (!run_op(ex, i, grad_scale, loss)) return false;
+    return true;
+}
+
+bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
+    if (!prepare(ex, b, err, errlen)) return false;
+    ex->train = false;
+    for (int32_t i = 0; i < ex->plan->n_forward; i++)
+        if (!run_op(ex, i, 0, NULL)) return false;
+    return run_op(ex, ex->plan->loss_op, 0, loss);
+}
+
+// --- AdamW on the GPU (adamw.cuh)
+
+typedef struct { /* adamw.cuh's AdamWArgs */
+    float neg_step[2], decay_mul[2];
+    float w1, beta2, one_minus_beta2, bc2_sqrt, eps;
+} AdamWArgs;
+
+/* adamw.cuh's group 1 (LoRA+'s lr ratio): lora_B and 1-D parameters, as cuda_gen.c's flags. */
+static int group_of(const ExecCuda *ex, size_t trainable_index) {
+    size_t k = 0;
+    for (int32_t i = 0; i < ex->plan->n_params; i++) {
+        const PlanParam *pp = &ex->plan->params[i];
+        if (!pp->trainable) continue;
+        if (k++ == trainable_index) return pp->kind == PARAM_LORA_B || pp->ndim == 1;
+    }
+    return 0;
+}
+
+bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
+                     double max_norm, double *norm, char *err, size_t errlen) {
+    ex->err = err, ex->errlen = errlen;
+    if (n != ex->n_trainable) return errf(err, errlen, "AdamW got %zu parameters, the GPU trains %zu", n, ex->n_trainable);
+    if (ex->optimizer[0] < 0) return errf(err, errlen, "this trainer's kernels have no optimizer (nothing trains)");
+    const AdamWConfig *c = &opt->cfg;
+    opt->step++;
+    const double t = (double)opt->step, bc1 = 1.0 - pow(c->beta1, t), bc2 = 1.0 - pow(c->beta2, t);
+    double scale[2] = {NAN, NAN};
+    for (size_t i = 0; i < n; i++) {
+        int g = group_of(ex, i);
+        if (isnan(scale[g])) scale[g] = params[i].lr_scale;
+        else if (scale[g] != params[i].lr_scale)
+            return errf(err, errlen, "%s: a learning-rate multiplier the GPU optimizer's two groups cannot hold",
+                        params[i].name);
+    }
+    AdamWArgs w = {.w1 = (float)(1.0 - c->beta1), .beta2 = (float)c->beta2, .one_minus_beta2 = (float)(1.0 - c->beta2),
+                   .bc2_sqrt = (float)sqrt(bc2), .eps = (float)c->eps};
+    for (int g = 0; g < 2; g++) {
+        double lr = c->lr * (isnan(scale[g]) ? 1.0 : scale[g]) * lr_factor;
+        w.neg_step[g] = (float)(-(lr / bc1));
+        w.decay_mul[g] = c->weight_decay != 0.0 ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+    }
+    Args a = {0}, b = {0}, u = {0};
+    arg_u64(&a, ex->partial), arg_u64(&a, ex->region[PLAN_GRAD]);
+    arg_u64(&b, ex->norm_coef), arg_u64(&b, ex->partial), arg_f32(&b, max_norm > 0 ? (float)max_norm : 0.0f);
+    arg_u64(&u, ex->region[PLAN_PARAM]), arg_u64(&u, ex->shadow), arg_u64(&u, ex->region[PLAN_GRAD]);
+    arg_u64(&u, ex->m), arg_u64(&u, ex->v), arg_u64(&u, ex->norm_coef);
+    u.ptr[u.n++] = &w; /* the struct by value: cuLaunchKernel copies sizeof(AdamWArgs) bytes from here */
+    float norm_coef[2];
+    if (!launch_k(ex, ex->optimizer[0], &a, -1) || !launch_k(ex, ex->optimizer[1], &b, -1) ||
+        !launch_k(ex, ex->optimizer[2], &u, -1) ||
+        !cudrv_get(ex->d, norm_coef, ex->norm_coef, sizeof norm_coef, "read the gradient norm", err, errlen))
+        return false;
+    *norm = norm_coef[0];
+    return true;
+}

@@ -1,0 +1,74 @@
+/* exec_cuda.h - runs a Plan on an NVIDIA GPU: the kernels llfc generated for it (the trainer's
+ * cuda/ payload: NVRTC's CUBINs or PTX and cuda/launches.txt) through the driver API, and the
+ * matrix products through cuBLASLt (runtime/cudrv.h). The same calls as exec_cpu.h, so the
+ * trainer drives both the same way; what differs:
+ *
+ *   - storage (compiler/cuda_gen.h): fp32 master weights with a bf16 copy every kernel and
+ *     product reads, fp32 gradients and AdamW moments, bf16 activations, fp32 statistics;
+ *   - the loss is computed over vocabulary chunks with the LM head's products (the full
+ *     logits are never stored), so exec_cuda_forward returns the loss only;
+ *   - AdamW, the gradient norm and clipping run on the GPU (exec_cuda_adamw);
+ *   - the parameters the trainer sees (exec_cuda_params) are host copies: exec_cuda_to_host
+ *     refreshes them (and the AdamW moments) before a checkpoint or the outputs, and
+ *     exec_cuda_to_device sends host edits (merged adapters, a resumed checkpoint) back.
+ *
+ * Device memory is one allocation per region of the plan, made once; nothing is allocated per
+ * step. Every failing CUDA call names the call, the op and the kernel it served.
+ */
+#ifndef LLFC_EXEC_CUDA_H
+#define LLFC_EXEC_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec_cpu.h"
+#include "graph.h"
+#include "optim.h"
+#include "payload.h"
+
+typedef struct ExecCuda ExecCuda;
+
+/* Open GPU `device` (LOCAL_RANK), load the payload's kernels for its architecture, allocate the
+ * plan's memory and print what it takes against the GPU's (to `log`, if not NULL). NULL with
+ * err when there is no usable GPU or the payload has no CUDA for it. */
+ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
+                        size_t errlen);
+void exec_cuda_free(ExecCuda *ex);
+
+/* "NVIDIA H100 80GB HBM3 (sm_90)" */
+const char *exec_cuda_device(const ExecCuda *ex);
+
+/* Into the host copies (exec_cpu.h's meaning); exec_cuda_to_device sends them. */
+bool exec_cuda_load_model(ExecCuda *ex, const char *path, char *err, size_t errlen);
+void exec_cuda_init_lora(ExecCuda *ex);
+bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t errlen);
+
+/* Host copies of the parameters (see above), in the plan's order. */
+const ExecParam *exec_cuda_params(const ExecCuda *ex, size_t *n);
+const ExecParam *exec_cuda_all_params(const ExecCuda *ex, size_t *n);
+
+/* Host -> GPU: every parameter (and, when opt is not NULL, AdamW's moments from it). */
+bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen);
+/* GPU -> host: every parameter, and AdamW's moments into opt when not NULL. */
+bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen);
+/* Gradients GPU -> host copies (for reducing across ranks without NCCL), and back. */
+bool exec_cuda_grads_to_host(ExecCuda *ex, char *err, size_t errlen);
+bool exec_cuda_grads_to_device(ExecCuda *ex, char *err, size_t errlen);
+
+bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen);
+
+/* As exec_cpu_step; false with err when a CUDA call fails. */
+bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen);
+
+/* Forward and loss only (no dropout), as in evaluation; b->labels must be set. */
+bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen);
+
+/* One AdamW step of every trainable parameter on the GPU, after clipping the gradients to
+ * max_norm (<= 0: no clipping), with opt's configuration and step count (incremented here, as
+ * optim_step does) and lr_scale per parameter from params (the trainer's OptParam list, in the
+ * same order as exec_cuda_params). *norm gets the gradient norm before clipping. */
+bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
+                     double max_norm, double *norm, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,251 @@
+/* test_cuda_emu.c - the CUDA executor follows the CPU executor over whole training runs, on the
+ * emulated GPU of tests/gpu/emu (no GPU here): the same trainer runs with device=cuda (its own
+ * NVRTC-generated kernels, compiled for the CPU by run_trainer.sh, a fake driver and a fake
+ * cuBLASLt computing bf16 products with fp32 accumulation) and with device=cpu (the fp32 C
+ * reference). Each step's loss and gradient norm must agree within bf16 tolerance, and the
+ * weights the CUDA run wrote (copied back from the "device") must be close to the CPU run's.
+ *
+ * This checks the executor's logic end to end: launch order and arguments, the memory layout,
+ * every product's shape and transpose, the chunked loss with the LM head's backward, dropout
+ * masks, AdamW and clipping on the device, gradient accumulation, checkpointed layers, and
+ * the host copies. It cannot check what only a GPU shows (speed, races between blocks, memory
+ * coalescing); tests/gpu/test_kernels_gpu and these same runs with a real GPU do.
+ *
+ * Needs NVRTC (the CUDA toolkit), gcc and g++ with C++20, and ../shared's stories260K; without
+ * them each test is skipped by name. LLFC_BIN names the llfc under test. On a machine with a
+ * GPU, LLFC_CUDA_REAL=1 runs the same comparisons on it instead of the emulation, and
+ * LLFC_CUDA_STEPS=N makes every run N steps long (the issue's 50-step curves). */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "json.h"
+#include "nvrtc.h"
+#include "safetensors.h"
+#include "util.h"
+
+static char *tmp, *llfc;
+
+static void must(const char *cmd) {
+    char *out;
+    if (test_shell(&out, cmd) != 0) fail_msg("command failed: %s\n%s", cmd, out);
+    free(out);
+}
+
+static int setup(void **state) {
+    (void)state;
+    tmp = test_tmpdir();
+    const char *bin = getenv("LLFC_BIN");
+    llfc = xstrdup(bin && *bin ? bin : "build/llfc");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_rm_rf(tmp);
+    free(tmp);
+    free(llfc);
+    return 0;
+}
+
+/* Skip by name when the emulation cannot be built here. */
+static bool emulation_or_skip(const char *test) {
+    char why[ERR_LEN], *out;
+    const char *real = getenv("LLFC_CUDA_REAL");
+    if (real && *real == '1') return true;
+    bool ok = nvrtc_available(why, sizeof why);
+    if (!ok) {
+        fprintf(stderr, "[  SKIPPED ] %s: no NVRTC (%s)\n", test, why);
+        return false;
+    }
+    if (test_shell(&out, "echo 'int main(){}' | g++ -std=c++20 -x c++ - -o /dev/null") != 0) {
+        fprintf(stderr, "[  SKIPPED ] %s: no g++ with C++20 to build the emulation\n", test);
+        free(out);
+        return false;
+    }
+    free(out);
+    return true;
+}
+
+typedef struct {
+    int n;
+    double loss[1024], grad_norm[1024];
+} Curve;
+
+/* Each step's loss and grad_norm from trainer_state.json's log_history (logging_steps 1). */
+static Curve read_curve(const char *out_dir) {
+    char *path = xprintf("%s/trainer_state.json", out_dir);
+    JsonDoc *d = test_load_json(path);
+    const Json *hist = json_get(json_root(d), "log_history");
+    assert_non_null(hist);
+    Curve c = {0};
+    for (size_t i = 0; json_at(hist, i) && c.n < 1024; i++) {
+        double loss, norm;
+        if (json_as_double(json_get(json_at(hist, i), "loss"), &loss) &&
+            json_as_double(json_get(json_at(hist, i), "grad_norm"), &norm))
+            c.loss[c.n] = loss, c.grad_norm[c.n++] = norm;
+    }
+    json_free(d);
+    free(path);
+    return c;
+}
+
+/* Largest |a - b| over every tensor of two safetensors files, relative to the largest |b|. */
+static double weights_gap(const char *a_path, const char *b_path) {
+    char err[ERR_LEN];
+    StModel *a = st_open(a_path, err, sizeof err), *b = st_open(b_path, err, sizeof err);
+    if (!a || !b) fail_msg("%s", err);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    double gap = 0, scale = 0;
+    for (size_t i = 0; i < b->n_tensors; i++) {
+        const StTensor *tb = &b->tensors[i], *ta = st_find(a, tb->name);
+        assert_non_null(ta);
+        assert_int_equal(ta->numel, tb->numel);
+        float *va = xmalloc((size_t)ta->numel * sizeof *va), *vb = xmalloc((size_t)tb->numel * sizeof *vb);
+        st_read_f32(ta, va);
+        st_read_f32(tb, vb);
+        for (int64_t k = 0; k < tb->numel; k++) {
+            gap = fmax(gap, fabs((double)va[k] - vb[k]));
+            scale = fmax(scale, fabs((double)vb[k]));
+        }
+        free(va), free(vb);
+    }
+    st_close(a), st_close(b);
+    return scale > 0 ? gap / scale : gap;
+}
+
+/* Compile `recipe` with `overrides`, train it on both executors, compare. */
+static void both_executors_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
+                                 double weights_tol) {
+    char *trainer = xprintf("%s/%s", tmp, name), *recipe = xprintf("%s/%s.yaml", tmp, name);
+    char *cmd = xprintf("sed -e 's#^model_name_or_path:.*#model_name_or_path: %s#' -e '/^output_dir:/d' "
+                        "-e '/^save_steps:/d' -e '/^plot_loss:/d' recipes/demo_lora_sft.yaml > %s && "
+                        "printf 'output_dir: %s/out_%s\\nsave_steps: 1000\\n' >> %s && "
+                        "%s %s -o %s cutoff_len=32 per_device_train_batch_size=2 %s",
+                        model, recipe, tmp, name, recipe, llfc, recipe, trainer, overrides);
+    must(cmd);
+    free(cmd);
+    char *gpu_dir = xprintf("%s/out_%s_cuda", tmp, name), *cpu_dir = xprintf("%s/out_%s_cpu", tmp, name);
+    const char *real = getenv("LLFC_CUDA_REAL"), *steps = getenv("LLFC_CUDA_STEPS");
+    char *more = steps && *steps ? xprintf("max_steps=%s", steps) : xstrdup("");
+    cmd = xprintf("%s %s device=cuda output_dir=%s %s", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh",
+                  trainer, gpu_dir, more);
+    char *out;
+    int rc = test_shell(&out, cmd);
+    if (rc != 0 || !strstr(out, "on the CUDA executor")) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out);
+    free(cmd);
+    cmd = xprintf("%s device=cpu output_dir=%s %s", trainer, cpu_dir, more);
+    free(more);
+    must(cmd);
+    free(cmd);
+    Curve g = read_curve(gpu_dir), c = read_curve(cpu_dir);
+    assert_int_equal(g.n, c.n);
+    assert_true(c.n >= 3);
+    double worst_loss = 0, worst_norm = 0;
+    for (int i = 0; i < c.n; i++) {
+        double dl = fabs(g.loss[i] - c.loss[i]) / fabs(c.loss[i]), dn = fabs(g.grad_norm[i] - c.grad_norm[i]) / c.grad_norm[i];
+        printf("  %-18s step %2d  loss cuda %.4f cpu %.4f (%.2e)  grad_norm cuda %.4f cpu %.4f (%.2e)\n", name, i + 1,
+               g.loss[i], c.loss[i], dl, g.grad_norm[i], c.grad_norm[i], dn);
+        worst_loss = fmax(worst_loss, dl), worst_norm = fmax(worst_norm, dn);
+    }
+    char *wg = xprintf("%s/%s", gpu_dir, weights_file), *wc = xprintf("%s/%s", cpu_dir, weights_file);
+    double wgap = weights_gap(wg, wc);
+    printf("  %-18s worst relative gap: loss %.2e, grad_norm %.2e; weights %.2e of the largest\n", name, worst_loss,
+           worst_norm, wgap);
+    // bf16 activations and weights (2^-8 relative) against fp32, compounded over a few steps
+    assert_true(worst_loss < 0.02);
+    assert_true(worst_norm < 0.05);
+    assert_true(wgap < weights_tol);
+    free(wg), free(wc), free(gpu_dir), free(cpu_dir), free(trainer), free(recipe);
+}
+
+static void test_llama_lora_with_dropout(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    both_executors_agree("llama_lora", model, "max_steps=6 lora_dropout=0.1 gradient_accumulation_steps=2",
+                         "adapter_model.safetensors", 0.05);
+    free(model);
+}
+
+static void test_llama_full(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    both_executors_agree("llama_full", model, "max_steps=4 finetuning_type=full learning_rate=1e-4",
+                         "model.safetensors", 0.02);
+    free(model);
+}
+
+/* A random model of the family (llfc init-model) with stories260K's tokenizer (vocab 512). */
+static char *family_model(const char *family, const char *tok) {
+    char *dir = xprintf("%s/%s_model", tmp, family);
+    char *cmd = xprintf("%s init-model --family %s --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+                        "--vocab 512 --tokenizer %s --seed 3 -o %s", llfc, family, tok, dir);
+    must(cmd);
+    free(cmd);
+    return dir;
+}
+
+static void test_qwen2_full_with_biases(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(tok, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    char *model = family_model("qwen2", tok);
+    both_executors_agree("qwen2_full", model, "max_steps=4 finetuning_type=full learning_rate=1e-4",
+                         "model.safetensors", 0.02);
+    free(model), free(tok);
+}
+
+static void test_qwen3_lora_checkpointed(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(tok, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    char *model = family_model("qwen3", tok);
+    both_executors_agree("qwen3_lora", model, "max_steps=5 gradient_checkpointing=true",
+                         "adapter_model.safetensors", 0.05);
+    free(model), free(tok);
+}
+
+static void test_gemma2_lora_softcaps_and_window(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(tok, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    char *model = family_model("gemma2", tok);
+    both_executors_agree("gemma2_lora", model, "max_steps=5", "adapter_model.safetensors", 0.05);
+    free(model), free(tok);
+}
+
+/* device=cuda where no GPU is usable stops and says why; device=auto says so and trains on the
+ * CPU; a trainer built without CUDA says that. */
+static void test_device_choice_is_explained(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s/run model_name_or_path=%s max_steps=1 output_dir=%s/o", llfc,
+                        tmp, model, tmp);
+    must(cmd);
+    free(cmd);
+    char *out;
+    cmd = xprintf("LLFC_CUDA_DRIVER=/nonexistent/libcuda.so.1 %s/run device=cuda", tmp);
+    assert_int_equal(test_shell(&out, cmd), 1);
+    if (!strstr(out, "device: cuda: no CUDA driver: /nonexistent/libcuda.so.1 not found")) fail_msg("%s", out);
+    free(out), free(cmd);
+    cmd = xprintf("LLFC_CUDA_DRIVER=/nonexistent/libcuda.so.1 %s/run", tmp);
+    assert_int_equal(test_shell(&out, cmd), 0);
+    if (!strstr(out, "the CPU executor trains") || !strstr(out, "on the CPU executor (fp32")) fail_msg("%s", out);
+    free(out), free(cmd);
+    free(model);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_device_choice_is_explained, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
