@@ -51,6 +51,7 @@ struct ExecCuda {
     float *host[2];                    /* host copies of PARAM and GRAD */
     ExecParam *trainable, *all;
     size_t n_trainable, n_all;
+    uint8_t *group;                    /* per trainable parameter: adamw.cuh's group (0, or 1 = LoRA+) */
     int32_t lm_op, lm_bwd_op;          /* the LM head's LINEAR and LINEAR_BWD: the loss does both */
     float inv_freq_h[2][ROPE_MAX_HD / 2], rope_scale[2];
     uint64_t step;
@@ -260,6 +261,10 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
     ex->host[0] = xcalloc((size_t)plan->region_size[PLAN_PARAM] + 1, sizeof(float));
     ex->host[1] = xcalloc((size_t)plan->region_size[PLAN_GRAD] + 1, sizeof(float));
     exec_params_views(plan, ex->host[0], ex->host[1], &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
+    ex->group = xcalloc(ex->n_trainable + 1, 1);
+    for (int32_t i = 0, k = 0; i < plan->n_params; i++) /* as cuda_gen.c's adamw_flags: lora_B and 1-D */
+        if (plan->params[i].trainable)
+            ex->group[k++] = plan->params[i].kind == PARAM_LORA_B || plan->params[i].ndim == 1;
     if (!load_kernels(ex, payload, err, errlen) || !find_lm_head(ex, err, errlen) || !allocate(ex, log, err, errlen)) {
         exec_cuda_free(ex);
         return NULL;
@@ -274,7 +279,7 @@ void exec_cuda_free(ExecCuda *ex) {
                      &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
     cudrv_close(ex->d);
-    free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable);
+    free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable), free(ex->group);
     free(ex);
 }
 
@@ -654,17 +659,6 @@ typedef struct { /* adamw.cuh's AdamWArgs */
     float w1, beta2, one_minus_beta2, bc2_sqrt, eps;
 } AdamWArgs;
 
-/* adamw.cuh's group 1 (LoRA+'s lr ratio): lora_B and 1-D parameters, as cuda_gen.c's flags. */
-static int group_of(const ExecCuda *ex, size_t trainable_index) {
-    size_t k = 0;
-    for (int32_t i = 0; i < ex->plan->n_params; i++) {
-        const PlanParam *pp = &ex->plan->params[i];
-        if (!pp->trainable) continue;
-        if (k++ == trainable_index) return pp->kind == PARAM_LORA_B || pp->ndim == 1;
-    }
-    return 0;
-}
-
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
                      double max_norm, double *norm, char *err, size_t errlen) {
     ex->err = err, ex->errlen = errlen;
@@ -675,7 +669,7 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
     const double t = (double)opt->step, bc1 = 1.0 - pow(c->beta1, t), bc2 = 1.0 - pow(c->beta2, t);
     double scale[2] = {NAN, NAN};
     for (size_t i = 0; i < n; i++) {
-        int g = group_of(ex, i);
+        int g = ex->group[i];
         if (isnan(scale[g])) scale[g] = params[i].lr_scale;
         else if (scale[g] != params[i].lr_scale)
             return errf(err, errlen, "%s: a learning-rate multiplier the GPU optimizer's two groups cannot hold",

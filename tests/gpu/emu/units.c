@@ -64,19 +64,9 @@ int main(int argc, char **argv) {
         int arch = 90;
         NvrtcOutput out;
         if (!nvrtc_compile(u.source, u.len, &arch, 1, &out, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-        size_t ext = elf_extent(out.cubin[0].data);
-        char path[4096];
-        snprintf(path, sizeof path, "%s/u%016llx.cpp", argv[1], (unsigned long long)fnv(out.cubin[0].data, ext));
-        FILE *f = fopen(path, "w");
-        fputs("#include \"prelude.hpp\"\n", f);
-        fwrite(u.source, 1, u.len, f);
-        fputs("#include \"epilogue.hpp\"\n", f);
-        for (int k = 0; k < u.n_kernels; k++) fprintf(f, "static void t_%s(void **a) { emu_tramp_of(%s, a); }\n", u.kernels[k].name, u.kernels[k].name);
-        fputs("extern \"C\" int emu_lookup(const char *name, void (**t)(void **)) {\n", f);
-        for (int k = 0; k < u.n_kernels; k++) fprintf(f, "    if (!strcmp(name, \"%s\")) return *t = t_%s, 1;\n", u.kernels[k].name, u.kernels[k].name);
-        fputs("    return 0;\n}\n", f);
-        fclose(f);
-        printf("%s (cubin %zu, extent %zu)\n", path, out.cubin[0].len, ext);
+        char *names[4096];
+        for (int k = 0; k < u.n_kernels && k < 4096; k++) names[k] = u.kernels[k].name;
+        write_unit(argv[1], out.cubin[0].data, u.source, u.len, names, u.n_kernels < 4096 ? u.n_kernels : 4096);
         nvrtc_output_free(&out); cuda_unit_free(&u); plan_free(p);
     }
     return 0;
