@@ -847,7 +847,7 @@ static void check_zero(Ctx *c) {
         const Json *stage = doc ? json_get(json_get(json_root(doc), "zero_optimization"), "stage") : NULL;
         int64_t v = 0;
         if (!doc) diag_key(c, RK_deepspeed, "error", "deepspeed: %s", err);
-        else if (stage && !json_as_int(stage, &v))
+        else if (stage && (!json_as_int(stage, &v) || v < 0 || v > 3))
             diag_key(c, RK_deepspeed, "error", "deepspeed: %s: zero_optimization.stage must be 0, 1, 2 or 3",
                      R_STR(r, deepspeed));
         else {
@@ -863,9 +863,6 @@ static void check_zero(Ctx *c) {
         R_INT(r, zero_stage) = 0;
         derive(r, RK_zero_stage, "no deepspeed config");
     }
-    if (R_INT(r, zero_stage) == 3)
-        diag_key(c, RK_zero_stage, "error", "ZeRO-3 (parameters sharded, gathered per layer) is not "
-                 "supported yet; use stage 1 (optimizer state) or 2 (and gradients)");
 }
 
 static void check_eval(Ctx *c) {

@@ -246,7 +246,8 @@ enum {
     X(deepspeed, RT_STR, "train", NULL, 0, 0, NULL, NULL, RK_NULLABLE | RK_BAKED,              \
       "A DeepSpeed JSON config; llfc reads its zero_optimization.stage.")                       \
     X(zero_stage, RT_INT, "train", NULL, 0, 3, NULL, NULL, RK_NULLABLE | RK_LLFC,               \
-      "ZeRO across data-parallel ranks: 1 shards AdamW state, 2 also gradients (null: from "    \
+      "ZeRO across data-parallel ranks: 1 shards AdamW state, 2 also gradients, 3 also the "     \
+      "parameters, gathered a layer at a time (null: from "                                      \
       "deepspeed's zero_optimization.stage, else 0).")                                          \
     /* --- eval */                                                                               \
     X(per_device_eval_batch_size, RT_INT, "eval", "8", 1, 65536, NULL, NULL, RK_BAKED,          \

@@ -436,7 +436,7 @@ static bool load_tensor(const StModel *m, const char *name, float *dst, int64_t 
         return errf(err, errlen, "%s: tensor %s has %lld %s values, this run's parameter has %lld "
                                  "float32", file, name, (long long)t->numel, st_dtype_name(t->dtype),
                     (long long)n);
-    st_read_f32(t, dst);
+    if (dst) st_read_f32(t, dst); // NULL: another rank's (ZeRO-3), checked but not read
     return true;
 }
 

@@ -98,7 +98,8 @@ bool ckpt_verify(const char *dir, char *err, size_t errlen);
 /* Resume: verify, then restore the master weights into params[i].value (matched by name),
  * the optimizer moments and step into *opt (already optim_init'ed for params), the trainer
  * state (caller frees with trainlog_state_free) and the position. A parameter missing from
- * the checkpoint, an extra one, or a size mismatch is an error naming it. */
+ * the checkpoint, an extra one, or a size mismatch is an error naming it. A NULL value is
+ * checked but not read (ZeRO-3: a parameter another rank keeps). */
 bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, AdamW *opt,
                TrainerState *state, CkptPosition *pos, char *err, size_t errlen);
 

@@ -487,6 +487,21 @@ bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err,
     return ok && (root == 0 || xfer(g, root, buf, n * sizeof *buf, true, err, errlen));
 }
 
+bool dist_send_to(DistGroup *g, int from, int to, void *buf, size_t n, char *err, size_t errlen) {
+    if (g->world == 1 || from == to) return true;
+    if (from != 0 && to != 0) { // through the star's middle
+        if (g->rank == from) return xfer(g, 0, buf, n, true, err, errlen);
+        if (g->rank == to) return xfer(g, 0, buf, n, false, err, errlen);
+        if (g->rank != 0) return true;
+        void *relay = xmalloc(n);
+        bool ok = xfer(g, from, relay, n, false, err, errlen) && xfer(g, to, relay, n, true, err, errlen);
+        free(relay);
+        return ok;
+    }
+    if (g->rank == from) return xfer(g, to, buf, n, true, err, errlen);
+    return g->rank != to || xfer(g, from, buf, n, false, err, errlen);
+}
+
 bool dist_barrier(DistGroup *g, char *err, size_t errlen) {
     float token = 0;
     return dist_allreduce_sum(g, &token, 1, err, errlen);

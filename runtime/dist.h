@@ -64,6 +64,9 @@ bool dist_broadcast_from(DistGroup *g, int root, void *buf, size_t n, char *err,
 /* Every rank's floats summed (rank order) into root's buf; the others' buf is left as sent
  * (ZeRO-2: a gradient reaches only the rank that owns its parameter). */
 bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err, size_t errlen);
+/* Rank from's n bytes into rank to's buf; the other ranks return at once (rank 0 relays when
+ * neither end is rank 0). Every rank calls it (ZeRO-3: an owner's parameter to rank 0). */
+bool dist_send_to(DistGroup *g, int from, int to, void *buf, size_t n, char *err, size_t errlen);
 
 /* `--nproc-per-node N`: start N copies of this program (argv without the launcher options)
  * as ranks of one node with torchrun's variables set, wait for them, and stop the others when

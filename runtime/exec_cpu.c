@@ -20,52 +20,106 @@
 #include "safetensors.h"
 #include "softcap.h"
 
+/* ZeRO-3: which parameters a group (a layer's, or those outside the layers) holds, and where
+ * its gathered copy lives now. */
+typedef struct {
+    int32_t *params; /* plan parameter indices, in the plan's order */
+    int32_t n;
+    int64_t window;  /* floats the others' values and gradients take in a window */
+    int slot;        /* the window holding it, or -1 */
+    bool dirty;      /* gradients added since it was gathered */
+} ShardGroup;
+
+#define SHARD_SLOTS 3 /* [0] the group outside the layers; [1], [2] two layers (LRU) */
+
+typedef struct {
+    ExecShard cfg;
+    ShardGroup *group; /* L + 1: [0] outside the layers, [l + 1] layer l */
+    int32_t *op_group; /* per op: the group of the parameters it touches, or -1 */
+    float *own;        /* this rank's parameters and their gradients */
+    int64_t own_floats;
+    float *slot[SHARD_SLOTS];
+    int slot_group[SHARD_SLOTS];
+    uint64_t slot_used[SHARD_SLOTS], clock;
+    int64_t slot_floats[SHARD_SLOTS];
+    float *full;       /* exec_cpu_collect: every value, at rank 0 */
+    int64_t gathers;
+    int32_t cfg_layers;
+} Shard;
+
 struct ExecCpu {
     const Plan *plan;
     uint64_t seed;
     float *arena;
     float *region[PLAN_REGIONS];
+    float **at;        /* per tensor: where it is now (NULL: another rank's, not gathered) */
     ExecParam *trainable, *all;
     size_t n_trainable, n_all;
     float inv_freq[2][ROPE_MAX_HD / 2];
     float rope_scale[2];
     uint64_t step;
     bool train; /* dropout on (exec_cpu_step) or off (exec_cpu_forward) */
+    Shard *shard; /* ZeRO-3, else NULL */
 };
 
 float *exec_cpu_tensor(const ExecCpu *ex, int32_t id) {
-    if (id < 0) return NULL;
-    const PlanTensor *t = &ex->plan->tensors[id];
-    return ex->region[t->region] + t->offset;
+    return id < 0 ? NULL : ex->at[id];
 }
+
+static void shard_free(Shard *s);
+static void exec_params_views_at(const Plan *plan, float *const *at, ExecParam **all, size_t *n_all,
+                                 ExecParam **trainable, size_t *n_trainable);
 
 static int32_t *itensor(const ExecCpu *ex, int32_t id) {
     return (int32_t *)exec_cpu_tensor(ex, id);
 }
 
-ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen) {
-    int64_t bytes = plan_arena_bytes(plan);
-    float *arena = calloc((size_t)bytes / sizeof(float) + 16, sizeof(float));
+/* Where every tensor of the plan sits when the regions start at region[]. */
+static float **tensor_places(const Plan *plan, float *const *region) {
+    float **at = xcalloc((size_t)plan->n_tensors + 1, sizeof *at);
+    for (int32_t i = 0; i < plan->n_tensors; i++) {
+        const PlanTensor *t = &plan->tensors[i];
+        if (region[t->region]) at[i] = region[t->region] + t->offset;
+    }
+    return at;
+}
+
+/* The arena for the regions that `keep` names; `region` gets their starts (NULL for the others). */
+static float *new_arena(const Plan *plan, const bool keep[PLAN_REGIONS], float *region[PLAN_REGIONS], char *err,
+                        size_t errlen) {
+    int64_t n = 0;
+    for (int r = 0; r < PLAN_REGIONS; r++) n += keep[r] ? plan->region_size[r] : 0;
+    float *arena = calloc((size_t)n + 16, sizeof(float));
     if (!arena) {
-        errf(err, errlen, "cannot allocate the %.1f MiB arena the plan needs",
-             (double)bytes / (1 << 20));
+        errf(err, errlen, "cannot allocate the %.1f MiB arena the plan needs", 4.0 * (double)n / (1 << 20));
         return NULL;
     }
-    ExecCpu *ex = xcalloc(1, sizeof *ex);
-    ex->plan = plan, ex->seed = seed, ex->arena = arena;
     float *at = arena;
     for (int r = 0; r < PLAN_REGIONS; r++) {
-        ex->region[r] = at;
-        at += plan->region_size[r];
+        region[r] = keep[r] ? at : NULL;
+        at += keep[r] ? plan->region_size[r] : 0;
     }
-    exec_params_views(plan, ex->region[PLAN_PARAM], ex->region[PLAN_GRAD], &ex->all, &ex->n_all, &ex->trainable,
-                      &ex->n_trainable);
+    return arena;
+}
+
+ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen) {
+    const bool all[PLAN_REGIONS] = {true, true, true, true};
+    float *region[PLAN_REGIONS];
+    float *arena = new_arena(plan, all, region, err, errlen);
+    if (!arena) return NULL;
+    ExecCpu *ex = xcalloc(1, sizeof *ex);
+    ex->plan = plan, ex->seed = seed, ex->arena = arena;
+    memcpy(ex->region, region, sizeof region);
+    ex->at = tensor_places(plan, region);
+    exec_params_views_at(plan, ex->at, &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
     return ex;
 }
 
 void exec_cpu_free(ExecCpu *ex) {
     if (!ex) return;
+    shard_free(ex->shard);
     free(ex->arena);
+    free(ex->at);
     free(ex->all);
     free(ex->trainable);
     free(ex);
@@ -82,7 +136,8 @@ const ExecParam *exec_cpu_all_params(const ExecCpu *ex, size_t *n) {
 }
 
 void exec_cpu_zero_grad(ExecCpu *ex) {
-    memset(ex->region[PLAN_GRAD], 0, (size_t)ex->plan->region_size[PLAN_GRAD] * sizeof(float));
+    for (size_t i = 0; i < ex->n_trainable; i++)
+        if (ex->trainable[i].grad) memset(ex->trainable[i].grad, 0, (size_t)ex->trainable[i].numel * sizeof(float));
 }
 
 // --- weights
@@ -101,13 +156,26 @@ static bool read_tensor(const StTensor *t, const PlanParam *p, float *dst, const
     return true;
 }
 
-bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
+/* The loaders write parameter i's value at value[i]; NULL skips it (ZeRO-3: another rank's). */
+static float **param_places(const Plan *plan, float *param_region) {
+    float **value = xcalloc((size_t)plan->n_params + 1, sizeof *value);
+    for (int32_t i = 0; i < plan->n_params; i++) value[i] = param_region + plan->tensors[plan->params[i].tensor].offset;
+    return value;
+}
+
+static float **param_values_at(const Plan *plan, float *const *at) {
+    float **value = xcalloc((size_t)plan->n_params + 1, sizeof *value);
+    for (int32_t i = 0; i < plan->n_params; i++) value[i] = at[plan->params[i].tensor];
+    return value;
+}
+
+static bool load_model_into(const Plan *plan, float *const *value, const char *path, char *err, size_t errlen) {
     StModel *m = st_open(path, err, errlen);
     if (!m) return false;
     bool ok = true;
     for (int32_t i = 0; i < plan->n_params && ok; i++) {
         const PlanParam *p = &plan->params[i];
-        if (p->kind != PARAM_BASE) continue;
+        if (p->kind != PARAM_BASE || !value[i]) continue;
         const StTensor *t = st_find(m, p->source);
         if (!t)
             ok = errf(err, errlen,
@@ -115,17 +183,18 @@ bool exec_params_load_model(const Plan *plan, float *param_region, const char *p
                       "compiled for?",
                       path, p->source);
         else
-            ok = read_tensor(t, p, param_region + plan->tensors[p->tensor].offset, path, err, errlen);
+            ok = read_tensor(t, p, value[i], path, err, errlen);
     }
     st_close(m);
     return ok;
 }
 
-void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region) {
+static void init_lora_into(const Plan *plan, uint64_t seed, float *const *value) {
     for (int32_t i = 0; i < plan->n_params; i++) {
         const PlanParam *p = &plan->params[i];
-        float *v = param_region + plan->tensors[p->tensor].offset;
+        float *v = value[i];
         int64_t n = p->shape[0] * p->shape[1];
+        if (!v) continue;
         if (p->kind == PARAM_LORA_B) memset(v, 0, (size_t)n * sizeof(float));
         if (p->kind != PARAM_LORA_A) continue;
         const float bound = (float)(1.0 / sqrt((double)p->shape[1]));
@@ -135,7 +204,7 @@ void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region)
     }
 }
 
-bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
+static bool load_adapter_into(const Plan *plan, float *const *value, const char *path, char *err, size_t errlen) {
     StModel *m = st_open(path, err, errlen);
     if (!m) return false;
     bool ok = true;
@@ -143,7 +212,7 @@ bool exec_params_load_adapter(const Plan *plan, float *param_region, const char 
         const PlanParam *p = &plan->params[i];
         bool adapter_owned =
             p->kind != PARAM_BASE || (p->trainable && strcmp(p->name, p->source) != 0);
-        if (!adapter_owned) continue;
+        if (!adapter_owned || !value[i]) continue;
         const StTensor *t = st_find(m, p->name);
         if (!t)
             ok = errf(err, errlen,
@@ -151,22 +220,43 @@ bool exec_params_load_adapter(const Plan *plan, float *param_region, const char 
                       "lora_target/lora_rank",
                       path, p->name);
         else
-            ok = read_tensor(t, p, param_region + plan->tensors[p->tensor].offset, path, err, errlen);
+            ok = read_tensor(t, p, value[i], path, err, errlen);
     }
     st_close(m);
     return ok;
 }
 
-void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
-                       ExecParam **trainable, size_t *n_trainable) {
+bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
+    float **value = param_places(plan, param_region);
+    bool ok = load_model_into(plan, value, path, err, errlen);
+    free(value);
+    return ok;
+}
+
+void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region) {
+    float **value = param_places(plan, param_region);
+    init_lora_into(plan, seed, value);
+    free(value);
+}
+
+bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
+    float **value = param_places(plan, param_region);
+    bool ok = load_adapter_into(plan, value, path, err, errlen);
+    free(value);
+    return ok;
+}
+
+/* ExecParams over the tensors' places (NULL value and grad: another rank's under ZeRO-3). */
+static void exec_params_views_at(const Plan *plan, float *const *at, ExecParam **all, size_t *n_all,
+                                 ExecParam **trainable, size_t *n_trainable) {
     *all = xcalloc((size_t)plan->n_params + 1, sizeof **all);
     *trainable = xcalloc((size_t)plan->n_params + 1, sizeof **trainable);
     *n_all = *n_trainable = 0;
     for (int32_t i = 0; i < plan->n_params; i++) {
         const PlanParam *p = &plan->params[i];
         ExecParam e = {.name = p->name,
-                       .value = param_region + plan->tensors[p->tensor].offset,
-                       .grad = p->grad >= 0 ? grad_region + plan->tensors[p->grad].offset : NULL,
+                       .value = at[p->tensor],
+                       .grad = p->grad >= 0 ? at[p->grad] : NULL,
                        .numel = plan->tensors[p->tensor].numel,
                        .decay = p->decay,
                        .ndim = p->ndim,
@@ -176,14 +266,285 @@ void exec_params_views(const Plan *plan, float *param_region, float *grad_region
     }
 }
 
-bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen) {
-    return exec_params_load_model(ex->plan, ex->region[PLAN_PARAM], path, err, errlen);
+void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
+                       ExecParam **trainable, size_t *n_trainable) {
+    float *region[PLAN_REGIONS] = {param_region, grad_region, NULL, NULL};
+    float **at = tensor_places(plan, region);
+    exec_params_views_at(plan, at, all, n_all, trainable, n_trainable);
+    free(at);
 }
 
-void exec_cpu_init_lora(ExecCpu *ex) { exec_params_init_lora(ex->plan, ex->seed, ex->region[PLAN_PARAM]); }
+static bool with_values(ExecCpu *ex, bool (*load)(const Plan *, float *const *, const char *, char *, size_t),
+                        const char *path, char *err, size_t errlen) {
+    float **value = param_values_at(ex->plan, ex->at);
+    bool ok = load(ex->plan, value, path, err, errlen);
+    free(value);
+    return ok;
+}
+
+bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen) {
+    return with_values(ex, load_model_into, path, err, errlen);
+}
+
+void exec_cpu_init_lora(ExecCpu *ex) {
+    float **value = param_values_at(ex->plan, ex->at);
+    init_lora_into(ex->plan, ex->seed, value);
+    free(value);
+}
 
 bool exec_cpu_load_adapter(ExecCpu *ex, const char *path, char *err, size_t errlen) {
-    return exec_params_load_adapter(ex->plan, ex->region[PLAN_PARAM], path, err, errlen);
+    return with_values(ex, load_adapter_into, path, err, errlen);
+}
+
+// --- ZeRO-3: each rank keeps its own parameters; the others' are gathered a group at a time
+
+static void shard_free(Shard *s) {
+    if (!s) return;
+    for (int32_t g = 0; s->group && g <= s->cfg_layers; g++) free(s->group[g].params);
+    free(s->group);
+    free(s->op_group);
+    free(s->own);
+    for (int k = 0; k < SHARD_SLOTS; k++) free(s->slot[k]);
+    free(s->full);
+    free(s);
+}
+
+static int64_t aligned(int64_t n) { return (n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
+
+static int64_t param_floats(const Plan *plan, const PlanParam *p) {
+    int64_t n = aligned(plan->tensors[p->tensor].numel);
+    return p->grad >= 0 ? 2 * n : n;
+}
+
+/* Each op's group: the one whose parameters or gradients it names. An op naming two groups
+ * would need two windows at once; the plans graph.c builds have none, so it is refused. */
+static bool map_ops(const Plan *plan, Shard *s, char *err, size_t errlen) {
+    int32_t *group_of = xmalloc(((size_t)plan->n_tensors + 1) * sizeof *group_of);
+    for (int32_t t = 0; t < plan->n_tensors; t++) group_of[t] = -1;
+    for (int32_t i = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        group_of[p->tensor] = p->layer + 1;
+        if (p->grad >= 0) group_of[p->grad] = p->layer + 1;
+    }
+    s->op_group = xmalloc(((size_t)plan->n_ops + 1) * sizeof *s->op_group);
+    bool ok = true;
+    for (int32_t i = 0; i < plan->n_ops && ok; i++) {
+        const PlanOp *op = &plan->ops[i];
+        int32_t ids[PLAN_IN + PLAN_OUT + PLAN_TMP], n = 0, g = -1;
+        for (int k = 0; k < PLAN_IN; k++) ids[n++] = op->in[k];
+        for (int k = 0; k < PLAN_OUT; k++) ids[n++] = op->out[k];
+        for (int k = 0; k < PLAN_TMP; k++) ids[n++] = op->tmp[k];
+        for (int k = 0; k < n && ok; k++) {
+            int32_t h = ids[k] >= 0 ? group_of[ids[k]] : -1;
+            if (h >= 0 && g >= 0 && h != g)
+                ok = errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of two layers; this plan cannot be "
+                          "sharded", i, plan_op_name((PlanOpKind)op->kind));
+            if (h >= 0) g = h;
+        }
+        s->op_group[i] = g;
+    }
+    free(group_of);
+    return ok;
+}
+
+/* Own parameters (and gradients) in one block; each group's list, and the floats the other
+ * ranks' parameters of the group take in a window. */
+static void lay_out_shard(ExecCpu *ex, Shard *s) {
+    const Plan *plan = ex->plan;
+    s->group = xcalloc((size_t)plan->L + 1, sizeof *s->group);
+    for (int32_t i = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        ShardGroup *g = &s->group[p->layer + 1];
+        g->params = xrealloc(g->params, ((size_t)g->n + 1) * sizeof *g->params);
+        g->params[g->n++] = i;
+        if (s->cfg.owner[i] == s->cfg.rank) s->own_floats += param_floats(plan, p);
+        else g->window += param_floats(plan, p);
+    }
+    s->own = xcalloc((size_t)s->own_floats + 16, sizeof(float));
+    float *at = s->own;
+    for (int32_t i = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        if (s->cfg.owner[i] != s->cfg.rank) continue;
+        int64_t n = aligned(plan->tensors[p->tensor].numel);
+        ex->at[p->tensor] = at;
+        if (p->grad >= 0) ex->at[p->grad] = at + n;
+        at += param_floats(plan, p);
+    }
+    int64_t widest = 0;
+    for (int32_t g = 1; g <= plan->L; g++) widest = s->group[g].window > widest ? s->group[g].window : widest;
+    for (int k = 0; k < SHARD_SLOTS; k++) {
+        s->slot_floats[k] = k == 0 ? s->group[0].window : widest;
+        s->slot[k] = xcalloc((size_t)s->slot_floats[k] + 16, sizeof(float));
+        s->slot_group[k] = -1;
+    }
+    for (int32_t g = 0; g <= plan->L; g++) s->group[g].slot = -1;
+}
+
+ExecCpu *exec_cpu_new_sharded(const Plan *plan, uint64_t seed, const ExecShard *shard, char *err, size_t errlen) {
+    const bool keep[PLAN_REGIONS] = {false, false, true, true}; // the micro-batch and activations
+    float *region[PLAN_REGIONS];
+    float *arena = new_arena(plan, keep, region, err, errlen);
+    if (!arena) return NULL;
+    ExecCpu *ex = xcalloc(1, sizeof *ex);
+    ex->plan = plan, ex->seed = seed, ex->arena = arena;
+    memcpy(ex->region, region, sizeof region);
+    ex->at = tensor_places(plan, region);
+    Shard *s = ex->shard = xcalloc(1, sizeof *s);
+    s->cfg = *shard;
+    s->cfg_layers = (int32_t)plan->L;
+    if (!map_ops(plan, s, err, errlen)) {
+        exec_cpu_free(ex);
+        return NULL;
+    }
+    lay_out_shard(ex, s);
+    exec_params_views_at(plan, ex->at, &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
+    return ex;
+}
+
+/* Group g's gradients summed over the ranks into each parameter's owner; the window's copies
+ * start again from zero. */
+static bool flush_group(ExecCpu *ex, int32_t g, char *err, size_t errlen) {
+    Shard *s = ex->shard;
+    ShardGroup *grp = &s->group[g];
+    for (int32_t k = 0; k < grp->n; k++) {
+        const PlanParam *p = &ex->plan->params[grp->params[k]];
+        if (p->grad < 0) continue;
+        int64_t n = ex->plan->tensors[p->grad].numel;
+        float *buf = ex->at[p->grad];
+        if (!s->cfg.reduce(s->cfg.ctx, grp->params[k], s->cfg.owner[grp->params[k]], buf, n, err, errlen)) return false;
+        if (s->cfg.owner[grp->params[k]] != s->cfg.rank) memset(buf, 0, (size_t)n * sizeof(float));
+    }
+    grp->dirty = false;
+    return true;
+}
+
+/* Drop group g from its window (its gradients first, when it has new ones). */
+static bool evict_group(ExecCpu *ex, int32_t g, char *err, size_t errlen) {
+    Shard *s = ex->shard;
+    ShardGroup *grp = &s->group[g];
+    if (grp->dirty && !flush_group(ex, g, err, errlen)) return false;
+    for (int32_t k = 0; k < grp->n; k++) {
+        const PlanParam *p = &ex->plan->params[grp->params[k]];
+        if (s->cfg.owner[grp->params[k]] == s->cfg.rank) continue;
+        ex->at[p->tensor] = NULL;
+        if (p->grad >= 0) ex->at[p->grad] = NULL;
+    }
+    s->slot_group[grp->slot] = -1;
+    grp->slot = -1;
+    return true;
+}
+
+/* Group g's parameters present on this rank: the others' gathered into a window (the group
+ * outside the layers has its own; layers share two, least recently used first out). */
+static bool gather_group(ExecCpu *ex, int32_t g, char *err, size_t errlen) {
+    Shard *s = ex->shard;
+    ShardGroup *grp = &s->group[g];
+    if (grp->slot >= 0) {
+        s->slot_used[grp->slot] = ++s->clock;
+        return true;
+    }
+    int k = 0;
+    if (g > 0) k = s->slot_group[1] < 0 ? 1 : s->slot_group[2] < 0 ? 2 : s->slot_used[1] <= s->slot_used[2] ? 1 : 2;
+    if (s->slot_group[k] >= 0 && !evict_group(ex, s->slot_group[k], err, errlen)) return false;
+    memset(s->slot[k], 0, (size_t)s->slot_floats[k] * sizeof(float));
+    float *at = s->slot[k];
+    for (int32_t j = 0; j < grp->n; j++) {
+        int32_t i = grp->params[j];
+        const PlanParam *p = &ex->plan->params[i];
+        int64_t n = ex->plan->tensors[p->tensor].numel;
+        if (s->cfg.owner[i] != s->cfg.rank) {
+            ex->at[p->tensor] = at;
+            if (p->grad >= 0) ex->at[p->grad] = at + aligned(n);
+            at += param_floats(ex->plan, p);
+        }
+        if (!s->cfg.gather(s->cfg.ctx, i, s->cfg.owner[i], ex->at[p->tensor], n, err, errlen)) return false;
+    }
+    s->gathers++;
+    grp->slot = k;
+    s->slot_group[k] = g;
+    s->slot_used[k] = ++s->clock;
+    return true;
+}
+
+/* Before op i: its group present, and marked when the op adds to the group's gradients. */
+static bool shard_before(ExecCpu *ex, int32_t i, char *err, size_t errlen) {
+    if (!ex->shard || ex->shard->op_group[i] < 0) return true;
+    int32_t g = ex->shard->op_group[i];
+    if (!gather_group(ex, g, err, errlen)) return false;
+    if (ex->plan->ops[i].phase == PHASE_BACKWARD) ex->shard->group[g].dirty = true;
+    return true;
+}
+
+/* After a call: every new gradient at its owner, every window empty (the next call gathers
+ * again, since the optimizer may have changed the owners' values in between). */
+static bool shard_after(ExecCpu *ex, bool ok, char *err, size_t errlen) {
+    Shard *s = ex->shard;
+    if (!s) return ok;
+    for (int k = 0; k < SHARD_SLOTS; k++) {
+        if (s->slot_group[k] < 0) continue;
+        if (!ok) s->group[s->slot_group[k]].dirty = false; // a failed collective: nothing more to send
+        ok = evict_group(ex, s->slot_group[k], err, errlen) && ok;
+    }
+    return ok;
+}
+
+int64_t exec_cpu_gathers(const ExecCpu *ex) { return ex->shard ? ex->shard->gathers : 0; }
+
+void exec_cpu_memory(const ExecCpu *ex, ExecMemory *m) {
+    const Plan *p = ex->plan;
+    *m = (ExecMemory){.activations = 4 * (p->region_size[PLAN_INPUT] + p->region_size[PLAN_ACT])};
+    if (!ex->shard) {
+        m->weights = 4 * p->region_size[PLAN_PARAM];
+        m->gradients = 4 * p->region_size[PLAN_GRAD];
+        return;
+    }
+    for (int32_t i = 0; i < p->n_params; i++) {
+        if (ex->shard->cfg.owner[i] != ex->shard->cfg.rank) continue;
+        int64_t n = 4 * aligned(p->tensors[p->params[i].tensor].numel);
+        m->weights += n;
+        m->gradients += p->params[i].grad >= 0 ? n : 0;
+    }
+    for (int k = 0; k < SHARD_SLOTS; k++) m->windows += 4 * ex->shard->slot_floats[k];
+}
+
+/* ZeRO-3 saves: every parameter's value at rank 0, whose views point there until
+ * exec_cpu_uncollect (the other ranks only send theirs). */
+bool exec_cpu_collect(ExecCpu *ex, char *err, size_t errlen) {
+    Shard *s = ex->shard;
+    if (!s) return true;
+    const Plan *plan = ex->plan;
+    bool root = s->cfg.rank == 0;
+    int64_t total = 0;
+    for (int32_t i = 0; i < plan->n_params; i++) total += aligned(plan->tensors[plan->params[i].tensor].numel);
+    if (root) s->full = xmalloc(((size_t)total + 16) * sizeof(float));
+    for (int32_t i = 0, t = 0, off = 0; i < plan->n_params; i++) {
+        const PlanParam *p = &plan->params[i];
+        int64_t n = plan->tensors[p->tensor].numel;
+        float *mine = ex->at[p->tensor], *dst = root ? s->full + off : mine;
+        if (root && mine) memcpy(dst, mine, (size_t)n * sizeof(float));
+        if (!s->cfg.collect(s->cfg.ctx, i, s->cfg.owner[i], dst, n, err, errlen)) {
+            exec_cpu_uncollect(ex);
+            return false;
+        }
+        if (root) {
+            ex->all[i].value = dst;
+            if (p->trainable) ex->trainable[t].value = dst;
+        }
+        t += p->trainable;
+        off += aligned(n);
+    }
+    return true;
+}
+
+void exec_cpu_uncollect(ExecCpu *ex) {
+    if (!ex->shard || !ex->shard->full) return;
+    for (int32_t i = 0, t = 0; i < ex->plan->n_params; i++) {
+        const PlanParam *p = &ex->plan->params[i];
+        ex->all[i].value = ex->at[p->tensor];
+        if (p->trainable) ex->trainable[t++].value = ex->at[p->tensor];
+    }
+    free(ex->shard->full);
+    ex->shard->full = NULL;
 }
 
 // --- running ops
@@ -372,19 +733,24 @@ static void prepare(ExecCpu *ex, const ExecBatch *b) {
     ex->step = b->step;
 }
 
-void exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss) {
+bool exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     assert(b->labels);
     prepare(ex, b);
     ex->train = true;
-    for (int32_t i = 0; i < p->n_ops; i++) run_op(ex, &p->ops[i], grad_scale, loss, true);
+    bool ok = true;
+    for (int32_t i = 0; i < p->n_ops && ok; i++)
+        if ((ok = shard_before(ex, i, err, errlen))) run_op(ex, &p->ops[i], grad_scale, loss, true);
+    return shard_after(ex, ok, err, errlen);
 }
 
-const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss) {
+const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     prepare(ex, b);
     ex->train = false;
-    for (int32_t i = 0; i < p->n_forward; i++) run_op(ex, &p->ops[i], 0, NULL, false);
-    if (b->labels && loss) run_op(ex, &p->ops[p->loss_op], 0, loss, false);
-    return exec_cpu_tensor(ex, p->logits);
+    bool ok = true;
+    for (int32_t i = 0; i < p->n_forward && ok; i++)
+        if ((ok = shard_before(ex, i, err, errlen))) run_op(ex, &p->ops[i], 0, NULL, false);
+    if (ok && b->labels && loss) run_op(ex, &p->ops[p->loss_op], 0, loss, false);
+    return shard_after(ex, ok, err, errlen) ? exec_cpu_tensor(ex, p->logits) : NULL;
 }

@@ -83,12 +83,49 @@ bool exec_cpu_check_batch(const ExecCpu *ex, const ExecBatch *b, char *err, size
 /* Forward, loss and backward for one micro-batch; gradients are added into the trainable
  * parameters' grad buffers as d(grad_scale * loss_sum). grad_scale <= 0 means 1 / count (the
  * micro-batch's mean loss); a trainer accumulating k micro-batches passes 1 / (tokens counted
- * over all k), as transformers does with num_items_in_batch. */
-void exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss);
+ * over all k), as transformers does with num_items_in_batch. Fails only when a ZeRO-3
+ * collective does. */
+bool exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen);
 
 /* Forward only, as in evaluation (no dropout): returns the logits (B, T, V) in the arena,
- * valid until the next call. When b->labels is set and loss is not NULL, also the loss. */
-const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss);
+ * valid until the next call (NULL when a ZeRO-3 collective failed). When b->labels is set and
+ * loss is not NULL, also the loss. */
+const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen);
+
+/* ZeRO-3. Parameter i (plan order) lives at rank owner[i] with its gradient; the other ranks
+ * gather it when an op needs it (a layer's parameters at a time, into one of two layer windows,
+ * least recently used out; those outside the layers into a window of their own) and send their
+ * part of its gradient to the owner when the window is reused or the call ends. The callbacks
+ * are collectives: every rank makes the same calls in the same order (the plan's), so they
+ * must run exec_cpu_step / exec_cpu_forward / exec_cpu_collect together. Between calls the
+ * views (exec_cpu_params, exec_cpu_all_params) show this rank's parameters; the others' have
+ * value and grad NULL. The gradients an owner holds after a step are summed over the ranks. */
+typedef struct {
+    int rank;
+    const int *owner; /* plan->n_params entries; must outlive the executor */
+    void *ctx;
+    /* owner's n floats at buf into every rank's buf */
+    bool (*gather)(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen);
+    /* every rank's n floats at buf summed into the owner's buf */
+    bool (*reduce)(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen);
+    /* owner's n floats at buf into rank 0's buf (the others' buf is not touched) */
+    bool (*collect)(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen);
+} ExecShard;
+
+ExecCpu *exec_cpu_new_sharded(const Plan *plan, uint64_t seed, const ExecShard *shard, char *err, size_t errlen);
+
+/* Every value at rank 0 (for a checkpoint or the outputs): rank 0's views point to a full
+ * copy until exec_cpu_uncollect. Every rank calls it. A no-op without ZeRO-3. */
+bool exec_cpu_collect(ExecCpu *ex, char *err, size_t errlen);
+void exec_cpu_uncollect(ExecCpu *ex);
+
+/* Bytes this rank holds (ZeRO-3: its own parameters, and the gather windows). */
+typedef struct {
+    int64_t weights, gradients, windows, activations;
+} ExecMemory;
+void exec_cpu_memory(const ExecCpu *ex, ExecMemory *m);
+/* Groups gathered so far (tests: how often a layer came over). */
+int64_t exec_cpu_gathers(const ExecCpu *ex);
 
 /* The same for any executor, on a PARAM region laid out as the plan says (fp32, element
  * offsets), e.g. the CUDA executor's host copy. */

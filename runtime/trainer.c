@@ -75,6 +75,7 @@ typedef struct {
     int64_t die_at_step;                           /* tests: LLFC_TEST_KILL=RANK:STEP, else -1 */
     int zero;                                      /* ZeRO stage in effect (0 on one rank) */
     int *owner;                                    /* ZeRO: the rank that updates params[i] */
+    int *plan_owner;                               /* ZeRO-3: the rank that keeps plan parameter i */
     OptParam *owned;                               /* ZeRO: this rank's parameters */
     size_t n_owned;
 } Run;
@@ -218,19 +219,54 @@ static bool ex_zero_grad(Run *run, char *err, size_t errlen) {
 
 static bool ex_step(Run *run, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
     if (run->gpu) return exec_cuda_step(run->gpu, b, grad_scale, loss, err, errlen);
-    exec_cpu_step(run->ex, b, grad_scale, loss);
-    return true;
+    return exec_cpu_step(run->ex, b, grad_scale, loss, err, errlen);
 }
 
 static bool ex_forward(Run *run, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
     if (run->gpu) return exec_cuda_forward(run->gpu, b, loss, err, errlen);
-    exec_cpu_forward(run->ex, b, loss);
-    return true;
+    return exec_cpu_forward(run->ex, b, loss, err, errlen) != NULL;
 }
 
 /* Host copies of the weights and AdamW state, current (a no-op on the CPU executor). */
 static bool ex_to_host(Run *run, char *err, size_t errlen) {
     return !run->gpu || exec_cuda_to_host(run->gpu, run->have_opt ? &run->opt : NULL, err, errlen);
+}
+
+// --- ZeRO-3 on the CPU executor: its collectives over the ranks' TCP group
+
+static bool shard_gather(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    (void)param;
+    return dist_broadcast_from(ctx, owner, buf, sizeof(float) * (size_t)n, err, errlen);
+}
+
+static bool shard_reduce(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    (void)param;
+    return dist_reduce_sum_to(ctx, owner, buf, (size_t)n, err, errlen);
+}
+
+static bool shard_collect(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    (void)param;
+    return dist_send_to(ctx, owner, 0, buf, sizeof(float) * (size_t)n, err, errlen);
+}
+
+/* Whole parameters dealt to the ranks in order, about the same element count each (ZeRO's
+ * partition; stage 3 deals every parameter, frozen ones too). */
+static void deal(const int64_t *numel, size_t n, int world, int *owner) {
+    int64_t total = 0, seen = 0;
+    for (size_t i = 0; i < n; i++) total += numel[i];
+    for (size_t i = 0; i < n; i++) {
+        owner[i] = (int)((seen * world) / (total ? total : 1));
+        seen += numel[i];
+    }
+}
+
+static void deal_plan_params(Run *run) {
+    const Plan *p = run->plan;
+    int64_t *numel = xcalloc((size_t)p->n_params + 1, sizeof *numel);
+    for (int32_t i = 0; i < p->n_params; i++) numel[i] = p->tensors[p->params[i].tensor].numel;
+    run->plan_owner = xcalloc((size_t)p->n_params + 1, sizeof *run->plan_owner);
+    deal(numel, (size_t)p->n_params, run->world, run->plan_owner);
+    free(numel);
 }
 
 /* device: auto takes a GPU when the driver sees one; with no driver or no GPU the CPU executor
@@ -251,6 +287,9 @@ static bool open_executor(Run *run, char *err, size_t errlen) {
             if (lead) fprintf(stderr, "device: %s, but this trainer has no CUDA kernels (llfc --arch none); the CPU "
                               "executor trains\n", probe);
         } else if (gpus > 0) {
+            if (run->zero)
+                return errf(err, errlen, "zero_stage %d: ZeRO on GPUs needs NCCL, which llfc does not drive yet; "
+                            "set zero_stage: 0 (plain data parallel) or device: cpu", run->zero);
             int dev = run->local_rank % gpus;
             run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, lead ? stderr : NULL, err, errlen);
             if (!run->gpu) return false;
@@ -258,7 +297,13 @@ static bool open_executor(Run *run, char *err, size_t errlen) {
             return true;
         }
     }
-    run->ex = exec_cpu_new(run->plan, seed, err, errlen);
+    if (run->zero == 3) {
+        deal_plan_params(run);
+        ExecShard shard = {run->rank, run->plan_owner, run->group, shard_gather, shard_reduce, shard_collect};
+        run->ex = exec_cpu_new_sharded(run->plan, seed, &shard, err, errlen);
+    } else {
+        run->ex = exec_cpu_new(run->plan, seed, err, errlen);
+    }
     return run->ex != NULL;
 }
 
@@ -287,6 +332,7 @@ static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
             ok = errf(err, errlen, "%s: %s adapts %s, which this model does not have", dir, t->name, target);
             break;
         }
+        if (!p->value) continue; // ZeRO-3: another rank keeps it and merges it
         if (!tail) { // a module PEFT saved whole (modules_to_save): it replaces the base one
             st_read_f32(t, p->value);
             continue;
@@ -353,22 +399,41 @@ static void make_optimizer(Run *run) {
     for (size_t i = 0; i < n; i++)
         run->params[i] = (OptParam){ep[i].name, ep[i].value, ep[i].grad, ep[i].numel, ep[i].decay,
                                     optim_loraplus_scale(ep[i].name, ep[i].ndim, ratio)};
-    // ZeRO: whole parameters dealt to the ranks in order, about the same element count each;
-    // a rank keeps AdamW state only for its own (stage 1) and receives only their gradients (2)
-    run->zero = run->world > 1 ? (int)R_INT(run->r, zero_stage) : 0;
+    // ZeRO: a rank keeps AdamW state only for its own parameters (stage 1), receives only
+    // their gradients (2), and keeps only their values (3: dealt over every parameter)
     run->owner = xcalloc(n ? n : 1, sizeof *run->owner);
     run->owned = xcalloc(n ? n : 1, sizeof *run->owned);
-    int64_t total = 0, seen = 0;
-    for (size_t i = 0; i < n; i++) total += ep[i].numel;
+    int64_t *numel = xcalloc(n + 1, sizeof *numel);
+    for (size_t i = 0; i < n; i++) numel[i] = ep[i].numel;
+    deal(numel, n, run->zero ? run->world : 1, run->owner);
+    free(numel);
+    for (int32_t i = 0, t = 0; run->zero == 3 && i < run->plan->n_params; i++)
+        if (run->plan->params[i].trainable) run->owner[t++] = run->plan_owner[i];
     for (size_t i = 0; i < n; i++) {
-        run->owner[i] = run->zero ? (int)((seen * run->world) / (total ? total : 1)) : run->rank;
-        seen += ep[i].numel;
+        if (!run->zero) run->owner[i] = run->rank;
         if (run->owner[i] == run->rank) run->owned[run->n_owned++] = run->params[i];
     }
     AdamWConfig cfg;
     optim_config_from_recipe(&cfg, run->r);
     optim_init(&run->opt, &cfg, run->owned, run->n_owned);
     run->have_opt = true;
+}
+
+/* ZeRO: what this rank holds, against what one rank without ZeRO would (each rank says its own). */
+static void report_memory(const Run *run) {
+    if (!run->ex) return;
+    ExecMemory m;
+    exec_cpu_memory(run->ex, &m);
+    int64_t adam = 0, whole_adam = 0, whole_weights = 4 * run->plan->region_size[PLAN_PARAM];
+    for (size_t i = 0; i < run->n_owned; i++) adam += 8 * run->owned[i].n;
+    for (size_t i = 0; i < run->n_params; i++) whole_adam += 8 * run->params[i].n;
+    const double mib = 1 << 20;
+    int64_t total = m.weights + m.gradients + adam + m.windows + m.activations;
+    int64_t whole = whole_weights + 4 * run->plan->region_size[PLAN_GRAD] + whole_adam + m.activations;
+    fprintf(stderr, "memory, rank %d of %d (ZeRO-%d): %.2f MiB = weights %.2f of %.2f, gradients %.2f, AdamW state "
+            "%.2f of %.2f, gather windows %.2f, activations %.2f (one rank without ZeRO: %.2f MiB)\n", run->rank,
+            run->world, run->zero, total / mib, m.weights / mib, whole_weights / mib, m.gradients / mib, adam / mib,
+            whole_adam / mib, m.windows / mib, m.activations / mib, whole / mib);
 }
 
 /* ZeRO: the optimizer state of every parameter, gathered from the owners into *full (which
@@ -590,12 +655,35 @@ static void log_step(Run *run, int64_t step, double loss, double grad_norm, doub
     trainlog_progress(&run->log, step, loss, lr, grad_norm, tokens_per_s, now_s());
 }
 
+/* ZeRO-3: every value at rank 0 while it writes (a no-op otherwise); run->params follows. */
+static void point_params(Run *run) {
+    size_t n;
+    const ExecParam *ep = ex_params(run, false, &n);
+    for (size_t i = 0; i < n; i++) run->params[i].value = ep[i].value;
+}
+
+static bool collect_values(Run *run, char *err, size_t errlen) {
+    if (run->zero < 3) return true;
+    if (!exec_cpu_collect(run->ex, err, errlen)) return false;
+    point_params(run);
+    return true;
+}
+
+static void uncollect_values(Run *run) {
+    if (run->zero < 3) return;
+    exec_cpu_uncollect(run->ex);
+    point_params(run);
+}
+
 /* Rank 0 writes checkpoint-N; under ZeRO every rank first sends its optimizer state there. */
 static bool save_checkpoint(Run *run, char *err, size_t errlen) {
     AdamW full;
     bool zero = run->zero > 0 && !R_BOOL(run->r, save_only_model);
     if (zero && !gather_opt(run, &full, err, errlen)) return false;
-    if (!ex_to_host(run, err, errlen)) return false;
+    if (!ex_to_host(run, err, errlen) || !collect_values(run, err, errlen)) {
+        if (zero) optim_free(&full);
+        return false;
+    }
     bool ok = true;
     if (run->rank == 0) {
         CkptSave s = {R_STR(run->r, output_dir), run->params, run->n_params,
@@ -607,8 +695,26 @@ static bool save_checkpoint(Run *run, char *err, size_t errlen) {
         if (ok) fprintf(stderr, "\nsaved %s\n", path);
         free(path);
     }
+    uncollect_values(run);
     if (zero) optim_free(&full);
     return ok;
+}
+
+/* The eval loss at this step, logged by rank 0 (the only rank that evaluates, except under
+ * ZeRO-3, where every rank must take part in gathering the parameters). */
+static bool log_eval(Run *run, int64_t step, char *err, size_t errlen) {
+    if (run->rank != 0 && run->zero < 3) return true;
+    double eval_loss;
+    if (!evaluate(run, &eval_loss, err, errlen)) return false;
+    if (run->rank != 0) return true;
+    LogRec e = {0};
+    logrec_float(&e, "eval_loss", eval_loss);
+    logrec_float(&e, "epoch", run->state.epoch);
+    logrec_int(&e, "step", step);
+    trainlog_state_append(&run->state, &e);
+    logrec_free(&e);
+    trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, errlen);
+    return true;
 }
 
 static int64_t every(double v, int64_t total) { /* HF: a value < 1 is a fraction of the steps */
@@ -631,6 +737,7 @@ static bool sum_grads(Run *run, char *err, size_t errlen) {
 /* Gradients summed over the ranks: everywhere (no ZeRO, stage 1), or only at the parameter's
  * owner (stage 2). */
 static bool reduce_grads(Run *run, char *err, size_t errlen) {
+    if (run->zero == 3) return true; // the executor sent each layer's to its owners as it went
     if (run->zero < 2) return sum_grads(run, err, errlen);
     for (size_t i = 0; i < run->n_params; i++)
         if (!dist_reduce_sum_to(run->group, run->owner[i], run->params[i].grad, (size_t)run->params[i].n, err, errlen))
@@ -639,7 +746,8 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
 }
 
 /* ZeRO step: the global gradient norm from each rank's owned part, torch's clipping on the
- * owned gradients, AdamW on the owned parameters, then every parameter from its owner. */
+ * owned gradients, AdamW on the owned parameters, then (stages 1, 2) every parameter from its
+ * owner. */
 static bool zero_update(Run *run, double factor, double *norm_out, char *err, size_t errlen) {
     double sq = 0;
     for (size_t i = 0; i < run->n_owned; i++)
@@ -654,7 +762,7 @@ static bool zero_update(Run *run, double factor, double *norm_out, char *err, si
             for (int64_t k = 0; k < run->owned[i].n; k++) run->owned[i].grad[k] *= coef;
     }
     optim_step(&run->opt, run->owned, run->n_owned, factor);
-    for (size_t i = 0; i < run->n_params; i++)
+    for (size_t i = 0; run->zero < 3 && i < run->n_params; i++) // stage 3 gathers them when used
         if (!dist_broadcast_from(run->group, run->owner[i], run->params[i].value,
                                  sizeof(float) * (size_t)run->params[i].n, err, errlen))
             return false;
@@ -735,17 +843,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                                    dt > 0 ? tokens_since / dt : 0);
                 logged_loss = 0, logged_steps = 0, tokens_since = 0, t_log = now_s();
             }
-            if (lead && eval_every && step % eval_every == 0) {
-                LogRec e = {0};
-                double eval_loss;
-                if (!evaluate(run, &eval_loss, err, errlen)) return false;
-                logrec_float(&e, "eval_loss", eval_loss);
-                logrec_float(&e, "epoch", run->state.epoch);
-                logrec_int(&e, "step", step);
-                trainlog_state_append(&run->state, &e);
-                logrec_free(&e);
-                trainlog_on_log(&run->log, &run->state, now_s(), NULL, err, errlen);
-            }
+            if (eval_every && step % eval_every == 0 && !log_eval(run, step, err, errlen)) return false;
             if (save_every && step % save_every == 0 && !save_checkpoint(run, err, errlen)) return false;
         }
         if (mb >= per_epoch) run->pos.batch_in_epoch = 0, run->pos.epoch = epoch + 1;
@@ -787,7 +885,8 @@ static bool resume(Run *run, char *err, size_t errlen) {
     return ok;
 }
 
-static bool finish(Run *run, double runtime, char *err, size_t errlen) {
+/* Rank 0's outputs, train metrics and (eval_s > 0) the final eval's, already computed. */
+static bool finish(Run *run, double runtime, double eval_loss, double eval_s, char *err, size_t errlen) {
     const char *out = R_STR(run->r, output_dir);
     if (!ex_to_host(run, err, errlen) || !write_outputs_to(run, out, err, errlen)) return false;
     LogRec m = {0};
@@ -806,9 +905,7 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
     logrec_free(&m);
     if (ok && run->have_eval) {
         LogRec e = {0};
-        double t = now_s(), loss;
-        if (!evaluate(run, &loss, err, errlen)) return false;
-        trainlog_eval_metrics(&e, loss, now_s() - t, (int64_t)run->eval.n_rows, R_INT(run->r, per_device_eval_batch_size));
+        trainlog_eval_metrics(&e, eval_loss, eval_s, (int64_t)run->eval.n_rows, R_INT(run->r, per_device_eval_batch_size));
         logrec_float(&e, "epoch", run->state.epoch);
         StrBuf table = {0};
         trainlog_metrics_text("eval", &e, &table);
@@ -823,6 +920,19 @@ static bool finish(Run *run, double runtime, char *err, size_t errlen) {
         int n = 0;
         ok = plot_from_state(out, &run->state, keys, 2, &n, err, errlen);
     }
+    return ok;
+}
+
+/* The final evaluation (every rank under ZeRO-3, else rank 0), then rank 0's outputs (with
+ * every value there under ZeRO-3). */
+static bool finish_all(Run *run, double t0, char *err, size_t errlen) {
+    bool lead = run->rank == 0;
+    double runtime = now_s() - t0, eval_loss = 0, t = now_s();
+    if (run->have_eval && (lead || run->zero == 3) && !evaluate(run, &eval_loss, err, errlen)) return false;
+    double eval_s = now_s() - t;
+    if (!collect_values(run, err, errlen)) return false;
+    bool ok = !lead || finish(run, runtime, eval_loss, eval_s, err, errlen);
+    uncollect_values(run);
     return ok;
 }
 
@@ -843,11 +953,14 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     run->group = dist_connect(&place, (int)R_INT(run->r, ddp_timeout), err, errlen);
     if (!run->group) return false;
     run->rank = place.rank, run->world = place.world_size, run->local_rank = place.local_rank;
+    run->zero = (int)R_INT(run->r, zero_stage);
     if (run->rank == 0)
         fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs%s\n", run->world,
                 dist_source_name(place.source), place.master_addr, place.master_port,
                 R_INT(run->r, zero_stage) == 1 ? "; ZeRO-1: AdamW state sharded"
-                : R_INT(run->r, zero_stage) == 2 ? "; ZeRO-2: AdamW state and gradients sharded" : "");
+                : R_INT(run->r, zero_stage) == 2 ? "; ZeRO-2: AdamW state and gradients sharded"
+                : R_INT(run->r, zero_stage) == 3 ? "; ZeRO-3: AdamW state, gradients and parameters sharded, "
+                                                   "parameters gathered a layer at a time" : "");
     return true;
 }
 
@@ -861,9 +974,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
         !load_weights(run, err, errlen))
         return false;
     make_optimizer(run);
-    if (run->gpu && run->zero)
-        return errf(err, errlen, "zero_stage %d: ZeRO on GPUs needs NCCL, which llfc does not drive yet; set "
-                    "zero_stage: 0 (plain data parallel) or device: cpu", run->zero);
+    if (run->zero) report_memory(run);
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
@@ -886,7 +997,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
 
 static void teardown(Run *run) {
     dist_close(run->group);
-    free(run->owner), free(run->owned);
+    free(run->owner), free(run->owned), free(run->plan_owner);
     if (run->have_opt) optim_free(&run->opt);
     free(run->params);
     exec_cpu_free(run->ex);
@@ -921,7 +1032,7 @@ int trainer_run(const Recipe *r, const Payload *p) {
                 R_STR(r, finetuning_type), run.gpu ? "CUDA" : "CPU", precision, run.n_params);
         trainlog_init(&run.log, R_STR(r, output_dir), run.total_steps, now_s(), stdout);
     }
-    if (ok) ok = train_loop(&run, err, sizeof err) && (!lead || finish(&run, now_s() - t0, err, sizeof err));
+    if (ok) ok = train_loop(&run, err, sizeof err) && finish_all(&run, t0, err, sizeof err);
     // the others wait until rank 0 has written everything, so the run ends together
     if (ok && run.world > 1) ok = dist_barrier(run.group, err, sizeof err);
     if (ok && lead) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,

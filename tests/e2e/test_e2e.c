@@ -212,13 +212,13 @@ static void test_check_prints_every_key_with_origin(void **state) {
     expect(0, "argument 3 (learning_rate=2e-4)", cmd);
     expect(0, "recipes/demo_lora_sft.yaml:18:1", cmd);
     expect(0, "derived: 2 * lora_rank", cmd);
-    // a DeepSpeed config gives its zero_optimization.stage; ZeRO-3 is refused by name
-    set_cmd("cd %s && printf '{\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": true}}' > z2.json && "
-            "printf '{\"zero_optimization\": {\"stage\": 3}}' > z3.json && cd %s && %s check "
-            "recipes/demo_lora_sft.yaml deepspeed=%s/z2.json", tmp, root, llfc, tmp);
+    // a DeepSpeed config gives its zero_optimization.stage (0 to 3; anything else is named)
+    set_cmd("cd %s && printf '{\"zero_optimization\": {\"stage\": 3, \"overlap_comm\": true}}' > z3.json && "
+            "printf '{\"zero_optimization\": {\"stage\": 4}}' > z4.json && cd %s && %s check "
+            "recipes/demo_lora_sft.yaml deepspeed=%s/z3.json", tmp, root, llfc, tmp);
     expect(0, "derived: zero_optimization.stage of the deepspeed config", cmd);
-    set_cmd("%s check recipes/demo_lora_sft.yaml deepspeed=%s/z3.json", llfc, tmp);
-    expect(1, "ZeRO-3 (parameters sharded, gathered per layer) is not supported yet", cmd);
+    set_cmd("%s check recipes/demo_lora_sft.yaml deepspeed=%s/z4.json", llfc, tmp);
+    expect(1, "zero_optimization.stage must be 0, 1, 2 or 3", cmd);
     set_cmd("%s check --keys", llfc);
     expect(0, "cutoff_len", cmd);
     set_cmd("%s templates", llfc);
@@ -321,10 +321,13 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
     expect(0, NULL, cmd);
     // full and LoRA on 1 rank of 2 rows, and on 2 ranks of 1 row (data parallel through the
     // --nproc-per-node launcher): the same PyTorch numbers
-    // ... and with ZeRO-2 (full) and ZeRO-1 (LoRA) sharding the AdamW state and gradients
-    const char *kinds[] = {"full", "lora", "full_dp2", "lora_dp2", "full_zero2", "lora_zero1"};
-    const char *zero[] = {"", "", "", "", " zero_stage=2 save_steps=4", " zero_stage=1"};
-    for (int k = 0; k < 6; k++) {
+    // ... and with ZeRO-2 (full) and ZeRO-1 (LoRA) sharding the AdamW state and gradients, and
+    // ZeRO-3 (both) sharding the parameters too, gathered a layer at a time
+    const char *kinds[] = {"full", "lora", "full_dp2", "lora_dp2", "full_zero2", "lora_zero1", "full_zero3",
+                           "lora_zero3"};
+    const char *zero[] = {"", "", "", "", " zero_stage=2 save_steps=4", " zero_stage=1", " zero_stage=3 save_steps=4",
+                          " zero_stage=3"};
+    for (int k = 0; k < 8; k++) {
         bool lora = k % 2 == 1, dp = k >= 2;
         // LoRA starts from the PEFT-made adapter (absolute path: the trainer runs in tmp)
         char *method = !lora ? xstrdup("finetuning_type=full")
@@ -335,6 +338,7 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
                 zero[k]);
         free(method);
         expect(0, dp ? "data parallel: 2 ranks (torchrun) met at 127.0.0.1" : "step 10/10", cmd);
+        if (k >= 6) expect(0, "memory, rank 1 of 2 (ZeRO-3): ", cmd);
         char *log = xprintf("%s/out_%s/trainer_log.jsonl", tmp, kinds[k]);
         char *hist = xprintf("%s/out_%s/trainer_state.json", tmp, kinds[k]);
         const Json *want = json_get(json_root(doc), lora ? "lora" : "full");
@@ -362,6 +366,11 @@ static void test_training_matches_pytorch_step_by_step(void **state) {
     set_cmd("cd %s && ./run_full_zero2 --nproc-per-node 2 zero_stage=2 output_dir=out_zero2_resumed "
             "resume_from_checkpoint=out_full_zero2/checkpoint-4 && cmp out_full_zero2/model.safetensors "
             "out_zero2_resumed/model.safetensors && echo same-model", tmp);
+    expect(0, "same-model", cmd);
+    // ... and ZeRO-3, whose checkpoint rank 0 wrote from every rank's parameters
+    set_cmd("cd %s && ./run_full_zero3 --nproc-per-node 2 zero_stage=3 output_dir=out_zero3_resumed "
+            "resume_from_checkpoint=out_full_zero3/checkpoint-4 && cmp out_full_zero3/model.safetensors "
+            "out_zero3_resumed/model.safetensors && echo same-model", tmp);
     expect(0, "same-model", cmd);
     // create_new_adapter merges the PEFT adapter into the base weights and starts a new one (B = 0):
     // the same function, so the first two losses (lr 0 at step 1) are the adapter's
@@ -525,5 +534,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
     };
+    if (getenv("LLFC_TEST_FILTER")) cmocka_set_test_filter(getenv("LLFC_TEST_FILTER")); // e.g. "*pytorch*"
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

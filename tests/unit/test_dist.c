@@ -169,6 +169,14 @@ static int rank_body(int rank, int world, int port) {
     float want0 = 0, want2 = 0;
     for (int r = 0; r < world; r++) want0 += (float)r + 1, want2 += (float)(r * r);
     ok = ok && v[0] == want0 && v[1] == 0.5f * (float)world && v[2] == want2;
+    // point to point between every pair (1 -> 2 relays through rank 0); bystanders untouched
+    for (int from = 0; ok && from < world; from++)
+        for (int to = 0; ok && to < world; to++) {
+            int x = rank == from ? 100 * from + to : -1;
+            ok = dist_send_to(g, from, to, &x, sizeof x, err, sizeof err);
+            int want = rank == from || rank == to ? 100 * from + to : -1;
+            if (ok && x != want) ok = errf(err, sizeof err, "send %d -> %d: rank %d has %d", from, to, rank, x);
+        }
     char last[16];
     snprintf(last, sizeof last, "host%d", world - 1);
     ok = ok && !strcmp(dist_host_of(g, world - 1), last);

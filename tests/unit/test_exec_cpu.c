@@ -87,16 +87,21 @@ static void golden_close(Golden *g) {
 }
 
 /* max|got - want| / max|want| */
+static double rel_err_of(const float *got, const float *want, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)got[i] - want[i]));
+        den = fmax(den, fabs((double)want[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
 static double rel_err(const float *got, const StTensor *want) {
     float *w = xmalloc((size_t)want->numel * sizeof(float));
     st_read_f32(want, w);
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < want->numel; i++) {
-        num = fmax(num, fabs((double)got[i] - w[i]));
-        den = fmax(den, fabs((double)w[i]));
-    }
+    double e = rel_err_of(got, w, want->numel);
     free(w);
-    return den > 0 ? num / den : num;
+    return e;
 }
 
 typedef struct {
@@ -146,7 +151,7 @@ static void run_step(const char *case_name, const GraphOptions *o, const char *p
 
     // forward only: logits and loss
     ExecLoss fl;
-    const float *logits = exec_cpu_forward(ex, &batch, &fl);
+    const float *logits = exec_cpu_forward(ex, &batch, &fl, NULL, 0);
     snprintf(what, sizeof what, "%s %s.logits", case_name, logits_prefix);
     char key[PLAN_NAME_LEN + 32];
     snprintf(key, sizeof key, "%s.logits", logits_prefix);
@@ -155,7 +160,7 @@ static void run_step(const char *case_name, const GraphOptions *o, const char *p
     // the step: loss and gradients
     exec_cpu_zero_grad(ex);
     ExecLoss loss;
-    exec_cpu_step(ex, &batch, 0, &loss);
+    exec_cpu_step(ex, &batch, 0, &loss, NULL, 0);
     snprintf(key, sizeof key, "%s.loss", prefix);
     float want_loss = st_get_f32(want_tensor(&g, key), 0);
     snprintf(key, sizeof key, "%s.count", prefix);
@@ -305,11 +310,11 @@ static void test_accumulation(void **state) {
     assert_true(exec_cpu_load_model(ex, g.dir, err, sizeof err));
     ExecBatch batch = {.input_ids = g.ids, .labels = g.labels, .seq = g.seq, .pos = g.pos};
     ExecLoss loss;
-    exec_cpu_step(ex, &batch, 0, &loss);
+    exec_cpu_step(ex, &batch, 0, &loss, NULL, 0);
     exec_cpu_zero_grad(ex);
     float half = 0.5f / (float)loss.count;
-    exec_cpu_step(ex, &batch, half, &loss);
-    exec_cpu_step(ex, &batch, half, &loss);
+    exec_cpu_step(ex, &batch, half, &loss, NULL, 0);
+    exec_cpu_step(ex, &batch, half, &loss, NULL, 0);
     size_t n;
     const ExecParam *params = exec_cpu_params(ex, &n);
     for (size_t i = 0; i < n; i++) {
@@ -321,6 +326,127 @@ static void test_accumulation(void **state) {
     exec_cpu_free(ex);
     plan_free(p);
     golden_close(&g);
+}
+
+/* ZeRO-3 as rank 0 of 2, the other rank simulated: it owns every other parameter, sends the
+ * whole executor's values when asked, and adds nothing to the gradients (all the data is here).
+ * Then the sharded executor must give the whole one's loss and logits bit for bit, its own
+ * gradients bit for bit, the gradients it sends the other rank to rounding, and gather each
+ * layer at most twice a step (two layer windows, least recently used out). */
+typedef struct {
+    const ExecParam *whole; /* the whole executor's parameters, plan order */
+    float **sent;           /* per parameter: the gradient sent to its owner, summed */
+    int *owner;
+    int64_t reduces;
+} OtherRank;
+
+static bool other_gather(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    OtherRank *o = ctx;
+    (void)err, (void)errlen;
+    if (owner != 0) memcpy(buf, o->whole[param].value, (size_t)n * sizeof(float));
+    return true;
+}
+
+static bool other_reduce(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    OtherRank *o = ctx;
+    (void)err, (void)errlen;
+    o->reduces++;
+    if (owner == 0) return true; // the other rank's part is zero
+    if (!o->sent[param]) o->sent[param] = xcalloc((size_t)n, sizeof(float));
+    for (int64_t k = 0; k < n; k++) o->sent[param][k] += buf[k];
+    return true;
+}
+
+static bool other_collect(void *ctx, int32_t param, int owner, float *buf, int64_t n, char *err, size_t errlen) {
+    return other_gather(ctx, param, owner, buf, n, err, errlen);
+}
+
+static void sharded_case(const char *name, const GraphOptions *o0, bool adapter) {
+    char err[ERR_LEN];
+    Golden g;
+    golden_open(&g, name);
+    GraphOptions o = *o0;
+    o.B = g.B, o.T = g.T;
+    Plan *p = graph_build(&o, &g.spec, err, sizeof err);
+    assert_non_null(p);
+    OtherRank other = {.sent = xcalloc((size_t)p->n_params, sizeof(float *)),
+                       .owner = xcalloc((size_t)p->n_params, sizeof(int))};
+    for (int32_t i = 0; i < p->n_params; i++) other.owner[i] = i % 2;
+    ExecShard cfg = {0, other.owner, &other, other_gather, other_reduce, other_collect};
+    ExecCpu *whole = exec_cpu_new(p, 5, err, sizeof err), *mine = exec_cpu_new_sharded(p, 5, &cfg, err, sizeof err);
+    assert_non_null(mine);
+    char *ap = xprintf("%s/adapter.safetensors", g.dir);
+    ExecCpu *both[2] = {whole, mine};
+    for (int k = 0; k < 2; k++) {
+        assert_true(exec_cpu_load_model(both[k], g.dir, err, sizeof err));
+        if (adapter) assert_true(exec_cpu_load_adapter(both[k], ap, err, sizeof err));
+    }
+    free(ap);
+    size_t n_all, n;
+    other.whole = exec_cpu_all_params(whole, &n_all);
+    const ExecParam *mine_all = exec_cpu_all_params(mine, &n_all);
+    for (size_t i = 0; i < n_all; i++) assert_true((mine_all[i].value != NULL) == (i % 2 == 0));
+    ExecBatch batch = {.input_ids = g.ids, .labels = g.labels, .seq = g.seq, .pos = g.pos, .step = 2};
+    ExecLoss lw, lm;
+    for (int step = 0; step < 2; step++) { // two micro-batches accumulate
+        exec_cpu_step(whole, &batch, 0.5f / 40, &lw, NULL, 0);
+        assert_true(exec_cpu_step(mine, &batch, 0.5f / 40, &lm, err, sizeof err));
+        assert_true(lw.loss_sum == lm.loss_sum);
+    }
+    const ExecParam *wp = exec_cpu_params(whole, &n), *mp = exec_cpu_params(mine, &n);
+    double worst = 0;
+    for (int32_t i = 0, t = 0; i < p->n_params; i++) {
+        if (!p->params[i].trainable) continue;
+        if (i % 2 == 0) {
+            assert_memory_equal(mp[t].grad, wp[t].grad, (size_t)wp[t].numel * sizeof(float));
+        } else {
+            assert_null(mp[t].grad);
+            assert_non_null(other.sent[i]);
+            double e = rel_err_of(other.sent[i], wp[t].grad, wp[t].numel);
+            if (!(e < 1e-5)) fail_msg("%s: gradient sent to its owner off by %.3g", wp[t].name, e);
+            worst = e > worst ? e : worst;
+        }
+        t++;
+    }
+    assert_int_equal(other.reduces, 2 * (int64_t)n); // every gradient once per micro-batch
+    // per step: the group outside the layers once, L layers forward, and backward all but the
+    // last two again (still in the windows)
+    assert_int_equal(exec_cpu_gathers(mine), 2 * (1 + 2 * p->L - 2));
+    const float *lg = exec_cpu_forward(mine, &batch, NULL, err, sizeof err);
+    assert_non_null(lg);
+    float *copy = xmalloc((size_t)(p->B * p->T * p->V) * sizeof(float));
+    memcpy(copy, lg, (size_t)(p->B * p->T * p->V) * sizeof(float));
+    assert_memory_equal(copy, exec_cpu_forward(whole, &batch, NULL, NULL, 0), (size_t)(p->B * p->T * p->V) * sizeof(float));
+    free(copy);
+    // rank 0 collects every value for a checkpoint, and lets go of the copy after
+    assert_true(exec_cpu_collect(mine, err, sizeof err));
+    mine_all = exec_cpu_all_params(mine, &n_all);
+    for (size_t i = 0; i < n_all; i++)
+        assert_memory_equal(mine_all[i].value, other.whole[i].value, (size_t)mine_all[i].numel * sizeof(float));
+    exec_cpu_uncollect(mine);
+    assert_null(exec_cpu_all_params(mine, &n_all)[1].value);
+    ExecMemory mw, mm;
+    exec_cpu_memory(whole, &mw);
+    exec_cpu_memory(mine, &mm);
+    printf("  %s: gradients sent within %.2e; weights %.1f KiB of %.1f, windows %.1f KiB\n", name, worst,
+           (double)mm.weights / 1024, (double)mw.weights / 1024, (double)mm.windows / 1024);
+    assert_true(mm.weights < mw.weights && mm.gradients < mw.gradients);
+    for (int32_t i = 0; i < p->n_params; i++) free(other.sent[i]);
+    free(other.sent);
+    free(other.owner);
+    exec_cpu_free(whole);
+    exec_cpu_free(mine);
+    plan_free(p);
+    golden_close(&g);
+}
+
+static void test_sharded_equals_whole(void **state) {
+    (void)state;
+    GraphOptions full = {.finetune = FT_FULL};
+    sharded_case("qwen2", &full, false);
+    GraphOptions lora = {.finetune = FT_LORA, .lora_rank = 4, .lora_alpha = 8, .lora_dropout = 0.1,
+                         .lora_target = all_linear, .n_lora_target = 1, .checkpoint_layers = true};
+    sharded_case("gemma2", &lora, true);
 }
 
 /* The same step on 1 and 2 threads gives the same bits (the kernels split work so that no sum
@@ -353,8 +479,8 @@ static void test_threads_bitwise(void **state) {
         assert_true(exec_cpu_load_adapter(ex, ap, err, sizeof err));
         free(ap);
         ExecLoss loss;
-        exec_cpu_step(ex, &batch, 0, &loss);
-        exec_cpu_step(ex, &batch, 0, &loss);
+        exec_cpu_step(ex, &batch, 0, &loss, NULL, 0);
+        exec_cpu_step(ex, &batch, 0, &loss, NULL, 0);
         losses[k] = loss.loss;
         grads[k] = xmalloc((size_t)p->region_size[PLAN_GRAD] * sizeof(float));
         size_t n, at = 0;
@@ -412,7 +538,7 @@ static void test_lora_init(void **state) {
     // with B = 0 the adapted model's logits are the base model's
     assert_true(exec_cpu_load_model(a, g.dir, err, sizeof err));
     ExecBatch batch = {.input_ids = g.ids, .labels = g.labels, .seq = g.seq, .pos = g.pos};
-    const float *logits = exec_cpu_forward(a, &batch, NULL);
+    const float *logits = exec_cpu_forward(a, &batch, NULL, NULL, 0);
     double e = rel_err(logits, want_tensor(&g, "full.logits"));
     assert_true(e < TOL);
     exec_cpu_free(a), exec_cpu_free(b), exec_cpu_free(c);
@@ -444,10 +570,10 @@ static void test_lora_dropout(void **state) {
     ExecBatch batch = {
         .input_ids = g.ids, .labels = g.labels, .seq = g.seq, .pos = g.pos, .step = 1};
     ExecLoss l1, l2, l3;
-    exec_cpu_step(ex, &batch, 0, &l1);
-    exec_cpu_step(ex, &batch, 0, &l2);
+    exec_cpu_step(ex, &batch, 0, &l1, NULL, 0);
+    exec_cpu_step(ex, &batch, 0, &l2, NULL, 0);
     batch.step = 2;
-    exec_cpu_step(ex, &batch, 0, &l3);
+    exec_cpu_step(ex, &batch, 0, &l3, NULL, 0);
     assert_true(l1.loss == l2.loss);
     assert_true(l1.loss != l3.loss);
     float want = st_get_f32(want_tensor(&g, "lora.loss"), 0);
@@ -487,7 +613,7 @@ static void test_stories260k(void **state) {
         ExecCpu *ex = exec_cpu_new(p, 0, err, sizeof err);
         if (!exec_cpu_load_model(ex, dir, err, sizeof err)) fail_msg("%s", err);
         ExecBatch batch = {.input_ids = ids, .seq = seq, .pos = pos};
-        const float *logits = exec_cpu_forward(ex, &batch, NULL);
+        const float *logits = exec_cpu_forward(ex, &batch, NULL, NULL, 0);
         if (k == 0) {
             double e = rel_err(logits, st_find(want, "prompt.logits"));
             printf("[ stories260K  ] prompt of %" PRId64 " tokens: logits relative error %.2e\n", T,
@@ -540,6 +666,7 @@ int main(void) {
         cmocka_unit_test(test_lora),
         cmocka_unit_test(test_freeze),
         cmocka_unit_test(test_accumulation),
+        cmocka_unit_test(test_sharded_equals_whole),
         cmocka_unit_test(test_lora_init),
         cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_threads_bitwise),
