@@ -101,24 +101,26 @@ static bool load(NclComm *c, char *err, size_t errlen) {
 
 // --- the rendezvous
 
-/* Whether every rank loaded NCCL (1), not (0: err names the first rank without it), or the group
- * failed (-1). */
-static int all_loaded(DistGroup *g, bool mine, char *err, size_t errlen) {
+/* Whether every rank's `ok` holds (1), not (0), or the group failed (-1). At 0, err says why: this
+ * rank's own `reason` when it is one of those that failed, else "WHAT on N of W ranks (rank R on
+ * HOST among them)". */
+static int agree(DistGroup *g, bool ok, const char *what, const char *reason, char *err, size_t errlen) {
     int world = dist_world(g);
-    double *missing = xcalloc((size_t)world, sizeof *missing);
-    missing[dist_rank(g)] = mine ? 0 : 1;
+    double *failed = xcalloc((size_t)world, sizeof *failed);
+    failed[dist_rank(g)] = ok ? 0 : 1;
     char why[ERR_LEN];
-    if (!dist_allreduce_sum_f64(g, missing, (size_t)world, why, sizeof why)) {
-        free(missing);
+    if (!dist_allreduce_sum_f64(g, failed, (size_t)world, why, sizeof why)) {
+        free(failed);
         errf(err, errlen, "agreeing on NCCL with the other ranks: %s", why);
         return -1;
     }
     int first = -1, count = 0;
     for (int r = 0; r < world; r++)
-        if (missing[r] > 0) count++, first = first < 0 ? r : first;
-    free(missing);
-    if (count)
-        errf(err, errlen, "NCCL not found on %d of %d ranks (rank %d on %s among them)", count, world, first,
+        if (failed[r] > 0) count++, first = first < 0 ? r : first;
+    free(failed);
+    if (count && !ok) snprintf(err, errlen, "%s", reason);
+    else if (count)
+        errf(err, errlen, "%s on %d of %d ranks (rank %d on %s among them)", what, count, world, first,
              dist_host_of(g, first) ? dist_host_of(g, first) : "?");
     return count == 0;
 }
@@ -144,23 +146,23 @@ static bool share_id(NclComm *c, DistGroup *g, NcclUniqueId *id, char *err, size
 NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen) {
     NclComm *c = xcalloc(1, sizeof *c);
     c->drv = d, c->timeout_s = timeout_s > 0 ? timeout_s : 1800;
-    char mine[ERR_LEN] = "";
-    bool loaded = load(c, mine, sizeof mine);
-    int all = all_loaded(g, loaded, err, errlen);
-    *absent = all == 0;
-    if (all == 0 && !loaded) snprintf(err, errlen, "%s", mine); // this rank's own reason
-    NcclUniqueId id;
-    char what[64];
+    char mine[ERR_LEN] = "", what[64];
     snprintf(what, sizeof what, "rank %d of %d", dist_rank(g), dist_world(g));
-    bool ok = all == 1 && share_id(c, g, &id, err, errlen);
-    if (ok && !nccl_ok(c, c->fn.init_rank(&c->comm, dist_world(g), id, dist_rank(g)), "ncclCommInitRank", what, err,
-                       errlen))
-        ok = false, c->comm = NULL;
-    if (!ok) {
-        ncl_close(c);
-        return NULL;
+    int all = agree(g, load(c, mine, sizeof mine), "NCCL not found", mine, err, errlen);
+    NcclUniqueId id;
+    if (all == 1 && !share_id(c, g, &id, err, errlen)) all = -1;
+    if (all == 1) { // ranks sharing a GPU, a broken network: NCCL cannot start, and every rank says so
+        bool up = nccl_ok(c, c->fn.init_rank(&c->comm, dist_world(g), id, dist_rank(g)), "ncclCommInitRank", what,
+                          mine, sizeof mine);
+        if (!up) c->comm = NULL;
+        all = agree(g, up, "NCCL could not start", mine, err, errlen);
     }
-    return c;
+    *absent = all == 0;
+    if (all == 1) return c;
+    if (c->comm) c->fn.abort(c->comm); // up here, but not everywhere
+    c->comm = NULL;
+    ncl_close(c);
+    return NULL;
 }
 
 void ncl_close(NclComm *c) {

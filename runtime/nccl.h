@@ -32,12 +32,13 @@
 
 typedef struct NclComm NclComm;
 
-/* Every rank of g calls this together. Load NCCL on every rank; when any rank has no usable one
- * (not found, or a library without NCCL's functions), every rank returns NULL with *absent set
- * (so all fall back alike) and err says why (this rank's paths tried, or which rank lacks it).
- * Otherwise the communicator of g's ranks on the GPU of d (whose context must be current), or
- * NULL with err (and *absent false) when NCCL fails. d may be NULL (tests): then a collective is
- * done when ncclCommGetAsyncError stops saying ncclInProgress. */
+/* Every rank of g calls this together. Load NCCL and start the communicator of g's ranks on the
+ * GPU of d (whose context must be current). When any rank has no usable NCCL (not found, a
+ * library without NCCL's functions) or NCCL cannot start there (ranks sharing a GPU, ...), every
+ * rank returns NULL with *absent set, so all fall back alike, and err says why (this rank's own
+ * reason, or which rank failed). NULL with *absent false: the TCP group failed. d may be NULL
+ * (tests): then a collective is done when ncclCommGetAsyncError stops saying ncclInProgress.
+ * (ncclCommInitRank itself is not timed: the ranks met over TCP just before.) */
 NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen);
 /* ncclCommDestroy; NULL is fine. */
 void ncl_close(NclComm *c);

@@ -859,8 +859,8 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     return true;
 }
 
-/* Data parallel on GPUs: NCCL when every rank has it (chosen here, no recipe key), else the host
- * copies over TCP, said once. NCCL that is there but fails stops the run. */
+/* Data parallel on GPUs: NCCL when every rank has it and it starts (chosen here, no recipe key),
+ * else the host copies over TCP, said once. */
 static bool open_nccl(Run *run, char *err, size_t errlen) {
     bool absent = false;
     char why[ERR_LEN];

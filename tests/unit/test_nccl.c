@@ -212,6 +212,36 @@ static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
     unsetenv("LLFC_NCCL");
 }
 
+/* NCCL refuses two ranks on one GPU (on every rank): all fall back, each saying why. */
+static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[ERR_LEN] = "";
+        bool absent = false;
+        setenv("LLFC_FAKENCCL_DUPLICATE", "1", 1);
+        DistGroup *g = meet(1, 2, port, 20);
+        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+        int bad = check(!c && absent && strstr(err, "ncclCommInitRank (rank 1 of 2) failed: invalid usage"), 1, "got:",
+                        err);
+        dist_close(g);
+        _exit(bad);
+    }
+    char err[ERR_LEN];
+    bool absent = false;
+    DistGroup *g = meet(0, 2, port, 20);
+    assert_non_null(g);
+    assert_null(ncl_open(g, NULL, 20, &absent, err, sizeof err));
+    assert_true(absent);
+    if (!strstr(err, "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)"))
+        fail_msg("got: %s", err);
+    dist_close(g);
+    wait_ok(kid);
+    unsetenv("LLFC_NCCL");
+}
+
 static void test_a_rank_that_never_comes_times_out(void **state) {
     (void)state;
     setenv("LLFC_NCCL", fake_path, 1);
@@ -259,6 +289,7 @@ int main(void) {
         cmocka_unit_test(test_one_rank_with_the_fake),
         cmocka_unit_test(test_three_ranks_sum_exactly),
         cmocka_unit_test(test_a_rank_without_nccl_makes_all_fall_back),
+        cmocka_unit_test(test_nccl_that_cannot_start_makes_all_fall_back),
         cmocka_unit_test(test_a_rank_that_never_comes_times_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

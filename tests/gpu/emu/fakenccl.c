@@ -10,6 +10,8 @@
  * into its staging slot, barrier, every rank (or the root) sums the slots in rank order (the
  * same bits everywhere), barrier. Every wait has a deadline ($LLFC_FAKENCCL_TIMEOUT seconds,
  * default 600) and stops when the communicator is aborted, so nothing here hangs forever.
+ * $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's ncclCommInitRank fail as NCCL's does
+ * when two ranks share a GPU.
  * fp32 sums only (what llfc uses); anything else is ncclInvalidArgument. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -25,14 +27,14 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OK = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, REMOTE_ERROR = 6, IN_PROGRESS = 7 };
+enum { OK = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5, REMOTE_ERROR = 6, IN_PROGRESS = 7 };
 enum { FLOAT32 = 7, SUM = 0 };
 #define STAGE ((size_t)1 << 18) /* floats per rank and chunk (1 MiB) */
 
 typedef struct { char internal[128]; } UniqueId;
 
 typedef struct {
-    atomic_int nranks, arrived, aborted;
+    atomic_int nranks, arrived, aborted, duplicate;
     atomic_uint count, gen;
 } Header;
 
@@ -137,6 +139,7 @@ const char *ncclGetErrorString(int rc) {
     case OK: return "no error";
     case SYSTEM_ERROR: return "unhandled system error (fakenccl: a peer did not come before the deadline)";
     case INVALID_ARGUMENT: return "invalid argument (fakenccl: fp32 sums only)";
+    case INVALID_USAGE: return "invalid usage (fakenccl: Duplicate GPU detected)";
     case REMOTE_ERROR: return "remote process exited or there was a network error (fakenccl: aborted)";
     case IN_PROGRESS: return "NCCL operation in progress";
     default: return "unknown result code";
@@ -175,10 +178,13 @@ int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
     c->h = p, c->stage = (float *)((char *)p + 4096);
     int zero = 0;
     int rc = atomic_compare_exchange_strong(&c->h->nranks, &zero, n) || zero == n ? OK : INVALID_ARGUMENT;
+    const char *dup = getenv("LLFC_FAKENCCL_DUPLICATE");
+    if (dup && *dup == '1') atomic_store(&c->h->duplicate, 1);
     atomic_fetch_add(&c->h->arrived, 1);
     for (double until = deadline(); rc == OK && atomic_load(&c->h->arrived) < n; pause_briefly())
         if (now_s() > until) rc = SYSTEM_ERROR;
     if (rank == 0 || rc != OK) shm_unlink(c->name); /* every rank has it mapped (or gave up) */
+    if (rc == OK && atomic_load(&c->h->duplicate)) rc = INVALID_USAGE;
     if (rc != OK) {
         munmap(p, c->bytes);
         free(c);
