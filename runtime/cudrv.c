@@ -28,6 +28,7 @@ enum {
     LT_PREF_MAX_WORKSPACE_BYTES = 1,
     CUBLAS_OP_N = 0,
     CUBLAS_OP_T = 1,
+    CU_ERROR_NOT_READY = 600,
 };
 
 typedef struct {
@@ -82,6 +83,7 @@ struct CuDrv {
         CUresult (*sync)(void);
         CUresult (*error_name)(CUresult, const char **);
         CUresult (*error_string)(CUresult, const char **);
+        CUresult (*stream_query)(void *);
     } cu;
     struct {
         CublasStatus (*create)(LtHandle *);
@@ -116,16 +118,30 @@ static bool lt_ok(CublasStatus rc, const char *call, const char *what, char *err
     return errf(err, errlen, "cuBLASLt %s (%s) failed: cublasStatus_t %d", call, what, rc);
 }
 
-typedef struct {
-    void **fn;
-    const char *name;
-} Sym;
+typedef CuSym Sym;
 
-static bool bind(void *lib, const char *file, const Sym *syms, size_t n, char *err, size_t errlen) {
+bool cudrv_bind(void *lib, const char *file, const CuSym *syms, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++)
         if (!(*syms[i].fn = dlsym(lib, syms[i].name)))
             return errf(err, errlen, "%s has no %s: not the library llfc needs (too old?)", file, syms[i].name);
     return true;
+}
+
+void *cudrv_dlopen_first(const char *const *paths, size_t n, const char **found, char *err, size_t errlen) {
+    size_t at = 0;
+    if (errlen) err[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *lib = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib) {
+            *found = paths[i];
+            return lib;
+        }
+        const char *why = dlerror();
+        if (at < errlen) // "tried A (A: cannot open shared object file: ...), B (...)"
+            at += (size_t)snprintf(err + at, errlen - at, "%s%s (%s)", i ? ", " : "tried ", paths[i], why ? why : "?");
+    }
+    *found = NULL;
+    return NULL;
 }
 
 static bool load_driver(CuDrv *d, char *err, size_t errlen) {
@@ -147,8 +163,9 @@ static bool load_driver(CuDrv *d, char *err, size_t errlen) {
         {(void **)&d->cu.memset8, "cuMemsetD8_v2"}, {(void **)&d->cu.launch, "cuLaunchKernel"},
         {(void **)&d->cu.sync, "cuCtxSynchronize"}, {(void **)&d->cu.error_name, "cuGetErrorName"},
         {(void **)&d->cu.error_string, "cuGetErrorString"},
+        {(void **)&d->cu.stream_query, "cuStreamQuery"},
     };
-    return bind(d->lib, name, syms, sizeof syms / sizeof *syms, err, errlen);
+    return cudrv_bind(d->lib, name, syms, sizeof syms / sizeof *syms, err, errlen);
 }
 
 static bool load_cublaslt(CuDrv *d, char *err, size_t errlen) {
@@ -182,7 +199,7 @@ static bool load_cublaslt(CuDrv *d, char *err, size_t errlen) {
         {(void **)&d->lt_fn.heuristic, "cublasLtMatmulAlgoGetHeuristic"},
         {(void **)&d->lt_fn.matmul, "cublasLtMatmul"},
     };
-    return bind(d->lt, found, syms, sizeof syms / sizeof *syms, err, errlen);
+    return cudrv_bind(d->lt, found, syms, sizeof syms / sizeof *syms, err, errlen);
 }
 
 CuDrv *cudrv_open(int index, char *err, size_t errlen) {
@@ -339,4 +356,10 @@ bool cudrv_gemm(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t e
                                  (void *)(uintptr_t)g->C, s->c, s->h.algo, (void *)(uintptr_t)d->workspace,
                                  WORKSPACE_BYTES, NULL),
                  "Matmul", what, err, errlen);
+}
+
+bool cudrv_stream_done(CuDrv *d, void *stream, bool *done, const char *what, char *err, size_t errlen) {
+    CUresult rc = d->cu.stream_query(stream);
+    *done = rc != CU_ERROR_NOT_READY;
+    return rc == CU_ERROR_NOT_READY || cu_ok(d, rc, "cuStreamQuery", what, err, errlen);
 }

@@ -66,4 +66,22 @@ typedef struct {
 
 bool cudrv_gemm(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t errlen);
 
+/* Whether everything enqueued on `stream` (NULL: the one the executor uses) has finished, without
+ * waiting: cuStreamQuery. A failure of an earlier launch surfaces here. (runtime/nccl.c polls
+ * it so that a collective whose peers never come times out instead of hanging.) */
+bool cudrv_stream_done(CuDrv *d, void *stream, bool *done, const char *what, char *err, size_t errlen);
+
+// --- loading a library of the machine's (the driver, cuBLASLt, NCCL)
+
+/* The first of paths[0..n) that dlopen() takes (RTLD_NOW | RTLD_LOCAL), its path in *found;
+ * NULL when none does, with err "tried A (why), B (why), ...". */
+void *cudrv_dlopen_first(const char *const *paths, size_t n, const char **found, char *err, size_t errlen);
+
+/* Every symbol of syms[] from lib, or false naming the first one `file` lacks. */
+typedef struct {
+    void **fn;
+    const char *name;
+} CuSym;
+bool cudrv_bind(void *lib, const char *file, const CuSym *syms, size_t n, char *err, size_t errlen);
+
 #endif

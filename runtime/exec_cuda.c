@@ -696,3 +696,14 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
     *norm = norm_coef[0];
     return true;
 }
+
+// --- data parallel over NCCL
+
+NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *absent, char *err, size_t errlen) {
+    return ncl_open(g, ex->d, timeout_s, absent, err, errlen);
+}
+
+bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
+    CuPtr grads = ex->region[PLAN_GRAD];
+    return ncl_allreduce_sum(c, grads, grads, (size_t)ex->plan->region_size[PLAN_GRAD], NULL, "gradients", err, errlen);
+}

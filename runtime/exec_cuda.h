@@ -22,8 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist.h"
 #include "exec_cpu.h"
 #include "graph.h"
+#include "nccl.h"
 #include "optim.h"
 #include "payload.h"
 
@@ -70,5 +72,11 @@ bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *e
  * same order as exec_cuda_params). *norm gets the gradient norm before clipping. */
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
                      double max_norm, double *norm, char *err, size_t errlen);
+
+/* Data parallel on the GPUs (nccl.h): the NCCL communicator of g's ranks on this executor's GPU
+ * (NULL and *absent as ncl_open), and every rank's gradients summed in place on the GPUs with one
+ * ncclAllReduce over the gradient region (the trainable parameters' fp32 gradients, contiguous). */
+NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *absent, char *err, size_t errlen);
+bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
 
 #endif

@@ -71,6 +71,7 @@ typedef struct {
     uint64_t *order;                               /* this epoch's row order */
     double t0;
     DistGroup *group;                              /* the ranks of a data-parallel run */
+    NclComm *nccl;                                 /* their GPUs' NCCL communicator, if every rank has NCCL */
     int rank, world, local_rank;
     int64_t die_at_step;                           /* tests: LLFC_TEST_KILL=RANK:STEP, else -1 */
     int zero;                                      /* ZeRO stage in effect (0 on one rank) */
@@ -288,8 +289,8 @@ static bool open_executor(Run *run, char *err, size_t errlen) {
                               "executor trains\n", probe);
         } else if (gpus > 0) {
             if (run->zero)
-                return errf(err, errlen, "zero_stage %d: ZeRO on GPUs needs NCCL, which llfc does not drive yet; "
-                            "set zero_stage: 0 (plain data parallel) or device: cpu", run->zero);
+                return errf(err, errlen, "zero_stage %d: ZeRO on GPUs is not built yet; set zero_stage: 0 (plain "
+                            "data parallel, gradients summed by NCCL) or device: cpu", run->zero);
             int dev = run->local_rank % gpus;
             run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, lead ? stderr : NULL, err, errlen);
             if (!run->gpu) return false;
@@ -745,6 +746,15 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* The step's gradients summed over the ranks; on GPUs by NCCL on the devices, or, where some rank
+ * has no NCCL, through host copies and the TCP group. */
+static bool sum_step_grads(Run *run, char *err, size_t errlen) {
+    if (!run->gpu || run->world == 1) return reduce_grads(run, err, errlen);
+    if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
+    return exec_cuda_grads_to_host(run->gpu, err, errlen) && reduce_grads(run, err, errlen) &&
+           exec_cuda_grads_to_device(run->gpu, err, errlen);
+}
+
 /* ZeRO step: the global gradient norm from each rank's owned part, torch's clipping on the
  * owned gradients, AdamW on the owned parameters, then (stages 1, 2) every parameter from its
  * owner. */
@@ -806,9 +816,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
                 for (int64_t i = 0; i < run->B * run->T; i++) sums[1] += run->seq[i] != 0;
             }
-            if (run->gpu && run->world > 1 && !exec_cuda_grads_to_host(run->gpu, err, errlen)) return false;
-            if (!reduce_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
-            if (run->gpu && run->world > 1 && !exec_cuda_grads_to_device(run->gpu, err, errlen)) return false;
+            if (!sum_step_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
             double step_loss = sums[0];
             tokens_since += sums[1];
             double norm, factor = schedule_factor(&run->sched, step);
@@ -964,6 +972,22 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* Data parallel on GPUs: NCCL when every rank has it and it starts (chosen here, no recipe key),
+ * else the host copies over TCP, said once. */
+static bool open_nccl(Run *run, char *err, size_t errlen) {
+    bool absent = false;
+    char why[ERR_LEN];
+    run->nccl = exec_cuda_open_nccl(run->gpu, run->group, (int)R_INT(run->r, ddp_timeout), &absent, why, sizeof why);
+    if (!run->nccl && !absent) return errf(err, errlen, "%s", why);
+    if (run->rank != 0) return true;
+    if (run->nccl)
+        fprintf(stderr, "data parallel: gradients summed on the GPUs by NCCL %s (%s)\n", ncl_version(run->nccl),
+                ncl_path(run->nccl));
+    else
+        fprintf(stderr, "data parallel: %s; gradients go through host copies over TCP, which is slow\n", why);
+    return true;
+}
+
 static bool setup(Run *run, char *err, size_t errlen) {
     const Recipe *r = run->r;
     if (!join_ranks(run, err, errlen)) return false;
@@ -975,6 +999,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
         return false;
     make_optimizer(run);
     if (run->zero) report_memory(run);
+    if (run->gpu && run->world > 1 && !open_nccl(run, err, errlen)) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
@@ -996,6 +1021,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
 }
 
 static void teardown(Run *run) {
+    ncl_close(run->nccl);
     dist_close(run->group);
     free(run->owner), free(run->owned), free(run->plan_owner);
     if (run->have_opt) optim_free(&run->opt);

@@ -114,9 +114,10 @@ static double weights_gap(const char *a_path, const char *b_path) {
     return scale > 0 ? gap / scale : gap;
 }
 
-/* Compile `recipe` with `overrides`, train it on both executors, compare. */
-static void both_executors_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
-                                 double weights_tol) {
+/* Compile `recipe` with `overrides`, train it on both executors (with the launcher's `flags`),
+ * compare; the CUDA run must print `must_say`. */
+static void runs_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
+                       double weights_tol, const char *flags, const char *must_say) {
     char *trainer = xprintf("%s/%s", tmp, name), *recipe = xprintf("%s/%s.yaml", tmp, name);
     char *cmd = xprintf("sed -e 's#^model_name_or_path:.*#model_name_or_path: %s#' -e '/^output_dir:/d' "
                         "-e '/^save_steps:/d' -e '/^plot_loss:/d' recipes/demo_lora_sft.yaml > %s && "
@@ -128,14 +129,15 @@ static void both_executors_agree(const char *name, const char *model, const char
     char *gpu_dir = xprintf("%s/out_%s_cuda", tmp, name), *cpu_dir = xprintf("%s/out_%s_cpu", tmp, name);
     const char *real = getenv("LLFC_CUDA_REAL"), *steps = getenv("LLFC_CUDA_STEPS");
     char *more = steps && *steps ? xprintf("max_steps=%s", steps) : xstrdup("");
-    cmd = xprintf("%s %s device=cuda output_dir=%s %s", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh",
-                  trainer, gpu_dir, more);
+    cmd = xprintf("%s %s %s device=cuda output_dir=%s %s", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh",
+                  trainer, flags, gpu_dir, more);
     char *out;
     int rc = test_shell(&out, cmd);
-    if (rc != 0 || !strstr(out, "on the CUDA executor")) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    if (rc != 0 || !strstr(out, "on the CUDA executor") || !strstr(out, must_say))
+        fail_msg("%s: exit %d (wanted '%s')\n%s", cmd, rc, must_say, out);
     free(out);
     free(cmd);
-    cmd = xprintf("%s device=cpu output_dir=%s %s", trainer, cpu_dir, more);
+    cmd = xprintf("%s %s device=cpu output_dir=%s %s", trainer, flags, cpu_dir, more);
     free(more);
     must(cmd);
     free(cmd);
@@ -160,6 +162,11 @@ static void both_executors_agree(const char *name, const char *model, const char
     free(wg), free(wc), free(gpu_dir), free(cpu_dir), free(trainer), free(recipe);
 }
 
+static void both_executors_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
+                                 double weights_tol) {
+    runs_agree(name, model, overrides, weights_file, weights_tol, "", "on the CUDA executor");
+}
+
 static void test_llama_lora_with_dropout(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
@@ -176,6 +183,36 @@ static void test_llama_full(void **state) {
     both_executors_agree("llama_full", model, "max_steps=4 finetuning_type=full learning_rate=1e-4",
                          "model.safetensors", 0.02);
     free(model);
+}
+
+/* Data parallel on 2 ranks: the CUDA run sums gradients with NCCL on the "GPUs" (fakenccl.c
+ * between the rank processes) and follows the CPU executor's 2-rank run; where NCCL is missing
+ * the gradients go through host copies over TCP, with the same sums (rank order) and losses. */
+static void test_two_ranks_over_nccl(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    runs_agree("llama_full_dp2", model, "max_steps=3 finetuning_type=full learning_rate=1e-4", "model.safetensors",
+               0.02, "--nproc-per-node 2", "data parallel: gradients summed on the GPUs by NCCL");
+    const char *real = getenv("LLFC_CUDA_REAL");
+    char *out, *cmd = xprintf("LLFC_NCCL=/nonexistent/libnccl.so.2 %s %s/llama_full_dp2 --nproc-per-node 2 device=cuda "
+                              "output_dir=%s/out_tcp", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh",
+                              tmp, tmp);
+    int rc = test_shell(&out, cmd);
+    if (rc != 0 || !strstr(out, "data parallel: NCCL not found: tried /nonexistent/libnccl.so.2") ||
+        !strstr(out, "gradients go through host copies over TCP, which is slow"))
+        fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out), free(cmd);
+    char *nccl_dir = xprintf("%s/out_llama_full_dp2_cuda", tmp), *tcp_dir = xprintf("%s/out_tcp", tmp);
+    Curve a = read_curve(nccl_dir), b = read_curve(tcp_dir);
+    assert_int_equal(a.n, 3);
+    assert_int_equal(b.n, 3);
+    for (int i = 0; i < a.n; i++) {
+        printf("  llama_full_dp2     step %d  loss nccl %.6f tcp %.6f  grad_norm nccl %.6f tcp %.6f\n", i + 1, a.loss[i],
+               b.loss[i], a.grad_norm[i], b.grad_norm[i]);
+        assert_true(a.loss[i] == b.loss[i] && a.grad_norm[i] == b.grad_norm[i]);
+    }
+    free(nccl_dir), free(tcp_dir), free(model);
 }
 
 /* A random model of the family (llfc init-model) with stories260K's tokenizer (vocab 512). */
@@ -243,6 +280,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_device_choice_is_explained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_ranks_over_nccl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),

@@ -2,7 +2,8 @@
 # tests/gpu/emu/run_trainer.sh TRAINER [ARGS...] - run a trainer's CUDA executor without a GPU:
 # its own generated unit (cuda/source.cu, matched to its sm_90 CUBIN) compiled for the CPU with
 # the emulation of run.sh (prelude.hpp, epilogue.hpp), a fake libcuda.so.1 (fakecuda.c) and a
-# fake cuBLASLt (fakecublaslt.c: fp32-accumulated bf16 products). It checks the executor's
+# fake cuBLASLt (fakecublaslt.c: fp32-accumulated bf16 products) and, for --nproc-per-node runs,
+# a fake NCCL between the rank processes (fakenccl.c; LLFC_NCCL overrides it). It checks the executor's
 # logic end to end (launch order and arguments, memory layout, products, the chunked loss,
 # AdamW on the device, host copies) against the CPU executor; not speed. Slow (each CUDA thread
 # is a host thread): use tiny models. Needs NVRTC, gcc and g++ (C++20); BUILD (default build)
@@ -22,4 +23,6 @@ for f in "$dir"/u*.cpp; do
 done
 gcc -std=c11 -O1 -fPIC -shared -I "$here" "$here/fakecuda.c" -o "$dir/libcuda.so.1" -ldl
 gcc -std=c11 -O2 -fPIC -shared "$here/fakecublaslt.c" -o "$dir/libcublasLt.so"
-LLFC_EMU_DIR="$dir" LLFC_CUDA_DRIVER="$dir/libcuda.so.1" LLFC_CUBLASLT="$dir/libcublasLt.so" "$trainer" "$@"
+gcc -std=c11 -O1 -fPIC -shared "$here/fakenccl.c" -o "$dir/libnccl.so.2" -lpthread
+LLFC_EMU_DIR="$dir" LLFC_CUDA_DRIVER="$dir/libcuda.so.1" LLFC_CUBLASLT="$dir/libcublasLt.so" \
+    LLFC_NCCL="${LLFC_NCCL:-$dir/libnccl.so.2}" "$trainer" "$@"

@@ -1,0 +1,242 @@
+/* nccl.c - NCCL through dlopen: rendezvous over dist.h's TCP group, fp32 collectives on the GPU
+ * that time out instead of hanging (see nccl.h). */
+#include "nccl.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+// --- the parts of nccl.h used here (values from NCCL 2.28's header)
+
+typedef int NcclResult; /* ncclResult_t */
+typedef void *NcclHandle; /* ncclComm_t */
+typedef struct {
+    char internal[128]; /* NCCL_UNIQUE_ID_BYTES */
+} NcclUniqueId;
+
+enum {
+    NCCL_SUCCESS = 0,
+    NCCL_IN_PROGRESS = 7,
+    NCCL_FLOAT32 = 7, /* ncclDataType_t */
+    NCCL_SUM = 0,     /* ncclRedOp_t */
+};
+
+struct NclComm {
+    void *lib;
+    char path[512];
+    char version[32];
+    CuDrv *drv;
+    NcclHandle comm;
+    int timeout_s;
+    struct {
+        NcclResult (*get_version)(int *);
+        NcclResult (*get_unique_id)(NcclUniqueId *);
+        NcclResult (*init_rank)(NcclHandle *, int, NcclUniqueId, int);
+        NcclResult (*destroy)(NcclHandle);
+        NcclResult (*abort)(NcclHandle);
+        NcclResult (*async_error)(NcclHandle, NcclResult *);
+        const char *(*error_string)(NcclResult);
+        NcclResult (*all_reduce)(const void *, void *, size_t, int, int, NcclHandle, void *);
+        NcclResult (*reduce)(const void *, void *, size_t, int, int, int, NcclHandle, void *);
+        NcclResult (*broadcast)(const void *, void *, size_t, int, int, NcclHandle, void *);
+    } fn;
+};
+
+/* "ncclAllReduce (gradients, 123456 floats) failed: unhandled system error (ncclResult_t 2)" */
+static bool nccl_ok(NclComm *c, NcclResult rc, const char *call, const char *what, char *err, size_t errlen) {
+    if (rc == NCCL_SUCCESS) return true;
+    const char *text = c->fn.error_string ? c->fn.error_string(rc) : NULL;
+    return errf(err, errlen, "%s (%s) failed: %s (ncclResult_t %d)", call, what, text ? text : "?", rc);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+// --- loading
+
+size_t ncl_lib_paths(char paths[4][512]) {
+    const char *env = getenv("LLFC_NCCL"), *home = getenv("CUDA_HOME");
+    size_t n = 0;
+    if (env && *env) {
+        snprintf(paths[n++], 512, "%s", env);
+        return n;
+    }
+    if (home && *home) snprintf(paths[n++], 512, "%s/lib64/libnccl.so.2", home);
+    snprintf(paths[n++], 512, "/usr/local/cuda/lib64/libnccl.so.2");
+    snprintf(paths[n++], 512, "libnccl.so.2");
+    return n;
+}
+
+static bool load(NclComm *c, char *err, size_t errlen) {
+    char paths[4][512], tried[ERR_LEN];
+    const char *list[4], *found;
+    size_t n = ncl_lib_paths(paths);
+    for (size_t i = 0; i < n; i++) list[i] = paths[i];
+    if (!(c->lib = cudrv_dlopen_first(list, n, &found, tried, sizeof tried)))
+        return errf(err, errlen, "NCCL not found: %s; install NCCL (libnccl2) or set LLFC_NCCL to libnccl.so.2's path",
+                    tried);
+    snprintf(c->path, sizeof c->path, "%s", found);
+    const CuSym syms[] = {
+        {(void **)&c->fn.get_version, "ncclGetVersion"}, {(void **)&c->fn.get_unique_id, "ncclGetUniqueId"},
+        {(void **)&c->fn.init_rank, "ncclCommInitRank"}, {(void **)&c->fn.destroy, "ncclCommDestroy"},
+        {(void **)&c->fn.abort, "ncclCommAbort"}, {(void **)&c->fn.async_error, "ncclCommGetAsyncError"},
+        {(void **)&c->fn.error_string, "ncclGetErrorString"}, {(void **)&c->fn.all_reduce, "ncclAllReduce"},
+        {(void **)&c->fn.reduce, "ncclReduce"}, {(void **)&c->fn.broadcast, "ncclBroadcast"},
+    };
+    if (!cudrv_bind(c->lib, c->path, syms, sizeof syms / sizeof *syms, err, errlen)) return false;
+    int v = 0;
+    if (!nccl_ok(c, c->fn.get_version(&v), "ncclGetVersion", "check the library", err, errlen)) return false;
+    int major = v >= 10000 ? v / 10000 : v / 1000, minor = v >= 10000 ? v / 100 % 100 : v / 100 % 10; // 2.9 on: 22809
+    snprintf(c->version, sizeof c->version, "%d.%d.%d", major, minor, v % 100);
+    return true;
+}
+
+// --- the rendezvous
+
+/* Whether every rank's `ok` holds (1), not (0), or the group failed (-1). At 0, err says why: this
+ * rank's own `reason` when it is one of those that failed, else "WHAT on N of W ranks (rank R on
+ * HOST among them)". */
+static int agree(DistGroup *g, bool ok, const char *what, const char *reason, char *err, size_t errlen) {
+    int world = dist_world(g);
+    double *failed = xcalloc((size_t)world, sizeof *failed);
+    failed[dist_rank(g)] = ok ? 0 : 1;
+    char why[ERR_LEN];
+    if (!dist_allreduce_sum_f64(g, failed, (size_t)world, why, sizeof why)) {
+        free(failed);
+        errf(err, errlen, "agreeing on NCCL with the other ranks: %s", why);
+        return -1;
+    }
+    int first = -1, count = 0;
+    for (int r = 0; r < world; r++)
+        if (failed[r] > 0) count++, first = first < 0 ? r : first;
+    free(failed);
+    if (count && !ok) snprintf(err, errlen, "%s", reason);
+    else if (count)
+        errf(err, errlen, "%s on %d of %d ranks (rank %d on %s among them)", what, count, world, first,
+             dist_host_of(g, first) ? dist_host_of(g, first) : "?");
+    return count == 0;
+}
+
+/* Rank 0's unique id to every rank; a first byte of 0 says rank 0 could not make one. */
+static bool share_id(NclComm *c, DistGroup *g, NcclUniqueId *id, char *err, size_t errlen) {
+    unsigned char buf[1 + sizeof *id] = {0};
+    bool ok = true;
+    if (dist_rank(g) == 0) {
+        ok = nccl_ok(c, c->fn.get_unique_id(id), "ncclGetUniqueId", "rendezvous of the ranks", err, errlen);
+        buf[0] = ok;
+        memcpy(buf + 1, id, sizeof *id);
+    }
+    char why[ERR_LEN];
+    if (!dist_broadcast(g, buf, sizeof buf, why, sizeof why))
+        return errf(err, errlen, "sending NCCL's unique id to the ranks: %s", why);
+    if (!ok) return false;
+    if (!buf[0]) return errf(err, errlen, "rank 0 could not make NCCL's unique id (ncclGetUniqueId failed there)");
+    memcpy(id, buf + 1, sizeof *id);
+    return true;
+}
+
+NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen) {
+    NclComm *c = xcalloc(1, sizeof *c);
+    c->drv = d, c->timeout_s = timeout_s > 0 ? timeout_s : 1800;
+    char mine[ERR_LEN] = "", what[64];
+    snprintf(what, sizeof what, "rank %d of %d", dist_rank(g), dist_world(g));
+    int all = agree(g, load(c, mine, sizeof mine), "NCCL not found", mine, err, errlen);
+    NcclUniqueId id;
+    if (all == 1 && !share_id(c, g, &id, err, errlen)) all = -1;
+    if (all == 1) { // ranks sharing a GPU, a broken network: NCCL cannot start, and every rank says so
+        bool up = nccl_ok(c, c->fn.init_rank(&c->comm, dist_world(g), id, dist_rank(g)), "ncclCommInitRank", what,
+                          mine, sizeof mine);
+        if (!up) c->comm = NULL;
+        all = agree(g, up, "NCCL could not start", mine, err, errlen);
+    }
+    *absent = all == 0;
+    if (all == 1) return c;
+    if (c->comm) c->fn.abort(c->comm); // up here, but not everywhere
+    c->comm = NULL;
+    ncl_close(c);
+    return NULL;
+}
+
+void ncl_close(NclComm *c) {
+    if (!c) return;
+    if (c->comm) c->fn.destroy(c->comm);
+    if (c->lib) dlclose(c->lib);
+    free(c);
+}
+
+const char *ncl_version(const NclComm *c) { return c->version; }
+const char *ncl_path(const NclComm *c) { return c->path; }
+
+// --- collectives
+
+/* After enqueueing call (detail): poll until the stream has run it and NCCL reports no error;
+ * past the deadline abort the communicator, so that the GPU's kernel stops waiting for the peers
+ * too. "ncclAllReduce (gradients, 123456 floats) failed: ..." */
+static bool finish_op(NclComm *c, NcclResult rc, void *stream, const char *call, const char *detail, char *err,
+                      size_t errlen) {
+    if (!nccl_ok(c, rc, call, detail, err, errlen)) return false;
+    double deadline = now_s() + c->timeout_s;
+    for (unsigned spin = 0;; spin++) {
+        bool done = true;
+        NcclResult async = NCCL_SUCCESS;
+        if (c->drv && !cudrv_stream_done(c->drv, stream, &done, detail, err, errlen)) break;
+        if (!nccl_ok(c, c->fn.async_error(c->comm, &async), "ncclCommGetAsyncError", detail, err, errlen)) break;
+        if (async != NCCL_SUCCESS && async != NCCL_IN_PROGRESS) {
+            nccl_ok(c, async, call, detail, err, errlen);
+            break;
+        }
+        if (done && async == NCCL_SUCCESS) return true;
+        if (now_s() > deadline) {
+            errf(err, errlen, "%s (%s) did not finish within ddp_timeout %d s (a rank died, hangs or never called it); "
+                 "NCCL's communicator was aborted", call, detail, c->timeout_s);
+            break;
+        }
+        if (spin < 1000) sched_yield(); // a GPU collective takes microseconds to milliseconds
+        else nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+    c->fn.abort(c->comm);
+    c->comm = NULL;
+    return false;
+}
+
+static bool usable(const NclComm *c, const char *call, const char *detail, char *err, size_t errlen) {
+    return c->comm || errf(err, errlen, "%s (%s): NCCL's communicator was aborted by an earlier failure", call, detail);
+}
+
+bool ncl_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
+                       size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu floats", what, n);
+    if (!usable(c, "ncclAllReduce", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.all_reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
+                                     c->comm, stream);
+    return finish_op(c, rc, stream, "ncclAllReduce", detail, err, errlen);
+}
+
+bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                    char *err, size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu floats to rank %d", what, n, root);
+    if (!usable(c, "ncclReduce", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
+                                 root, c->comm, stream);
+    return finish_op(c, rc, stream, "ncclReduce", detail, err, errlen);
+}
+
+bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,
+                   size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu floats from rank %d", what, n, root);
+    if (!usable(c, "ncclBroadcast", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.broadcast((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, root,
+                                    c->comm, stream);
+    return finish_op(c, rc, stream, "ncclBroadcast", detail, err, errlen);
+}

@@ -1,0 +1,66 @@
+/* nccl.h - NCCL, loaded with dlopen from the machine the trainer runs on (never linked), and
+ * the collectives data parallel needs, on device memory:
+ *
+ *     bool absent;
+ *     NclComm *c = ncl_open(group, drv, ddp_timeout, &absent, err, errlen);  every rank calls it
+ *     ncl_allreduce_sum(c, grads, grads, n, NULL, "gradients", err, errlen); on the GPUs
+ *     ncl_close(c);
+ *
+ * Prefix ncl_ (NCCL's own symbols are nccl*). Where the library is looked for: $LLFC_NCCL
+ * when set (then only there: a path the user names is the one used, as with LLFC_CUBLASLT),
+ * else $CUDA_HOME/lib64/libnccl.so.2, /usr/local/cuda/lib64/libnccl.so.2 and libnccl.so.2 on
+ * the loader's path (LD_LIBRARY_PATH, /etc/ld.so.cache), in that order. The few types and
+ * enum values of nccl.h used here are declared in nccl.c (checked against NCCL 2.28's header),
+ * so building needs no NCCL.
+ *
+ * The rendezvous: rank 0's ncclGetUniqueId travels to the others over the TCP group (dist.h),
+ * then every rank calls ncclCommInitRank on the GPU whose context is current.
+ *
+ * Hang safety: a collective is enqueued on a stream, then polled (the driver's cuStreamQuery and
+ * ncclCommGetAsyncError) until it finishes; one that has not finished within the timeout (the
+ * recipe's ddp_timeout: a peer died or never came) aborts the communicator (ncclCommAbort) and
+ * fails naming the op and the timeout. After such a failure the communicator is unusable.
+ */
+#ifndef LLFC_NCCL_H
+#define LLFC_NCCL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cudrv.h"
+#include "dist.h"
+
+typedef struct NclComm NclComm;
+
+/* Every rank of g calls this together. Load NCCL and start the communicator of g's ranks on the
+ * GPU of d (whose context must be current). When any rank has no usable NCCL (not found, a
+ * library without NCCL's functions) or NCCL cannot start there (ranks sharing a GPU, ...), every
+ * rank returns NULL with *absent set, so all fall back alike, and err says why (this rank's own
+ * reason, or which rank failed). NULL with *absent false: the TCP group failed. d may be NULL
+ * (tests): then a collective is done when ncclCommGetAsyncError stops saying ncclInProgress.
+ * (ncclCommInitRank itself is not timed: the ranks met over TCP just before.) */
+NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen);
+/* ncclCommDestroy; NULL is fine. */
+void ncl_close(NclComm *c);
+
+/* "2.28.9" and the path it was loaded from. */
+const char *ncl_version(const NclComm *c);
+const char *ncl_path(const NclComm *c);
+
+/* Where libnccl is looked for now (see above), in order: up to 4 paths into paths[], their count. */
+size_t ncl_lib_paths(char paths[4][512]);
+
+/* Collectives on fp32 device buffers of n elements, enqueued on stream (NULL: the legacy default
+ * stream, the one the executor uses) and waited for (see hang safety above). send == recv is in
+ * place. `what` names the data in errors: "ncclAllReduce (gradients, 123456 floats) failed: ...".
+ * Sums add the ranks' values as NCCL does (its order, which is not rank order on every topology). */
+bool ncl_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
+                       size_t errlen);
+/* The sum into root's recv only. */
+bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                    char *err, size_t errlen);
+/* root's send into every rank's recv. */
+bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,
+                   size_t errlen);
+
+#endif

@@ -1,0 +1,231 @@
+/* fakenccl.c - a libnccl.so.2 for machines without a GPU (tests/unit/test_nccl.c, and
+ * tests/gpu/emu/run_trainer.sh through LLFC_NCCL): the calls runtime/nccl.c makes, on "device"
+ * memory that is host memory (fakecuda.c), between ranks that are separate processes.
+ *
+ * ncclGetUniqueId writes a fresh POSIX shared-memory name into the id; ncclCommInitRank maps that
+ * segment (created by whichever rank comes first): a header with a barrier (C11 atomics) and a
+ * staging area of STAGE floats per rank. A collective is enqueued, as on a GPU: a thread of the
+ * communicator runs it while the caller goes on; ncclCommGetAsyncError says ncclInProgress until
+ * it is done, then ncclSuccess or its error. It runs chunk by chunk: each rank copies its chunk
+ * into its staging slot, barrier, every rank (or the root) sums the slots in rank order (the
+ * same bits everywhere), barrier. Every wait has a deadline ($LLFC_FAKENCCL_TIMEOUT seconds,
+ * default 600) and stops when the communicator is aborted, so nothing here hangs forever.
+ * $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's ncclCommInitRank fail as NCCL's does
+ * when two ranks share a GPU.
+ * fp32 sums only (what llfc uses); anything else is ncclInvalidArgument. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { OK = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5, REMOTE_ERROR = 6, IN_PROGRESS = 7 };
+enum { FLOAT32 = 7, SUM = 0 };
+#define STAGE ((size_t)1 << 18) /* floats per rank and chunk (1 MiB) */
+
+typedef struct { char internal[128]; } UniqueId;
+
+typedef struct {
+    atomic_int nranks, arrived, aborted, duplicate;
+    atomic_uint count, gen;
+} Header;
+
+typedef enum { ALLREDUCE, REDUCE, BROADCAST } Kind;
+
+typedef struct {
+    char name[128];
+    int rank, n;
+    size_t bytes;
+    Header *h;
+    float *stage; /* (n, STAGE) */
+    pthread_t worker;
+    int has_worker;
+    atomic_int busy, error, abort;
+    struct { Kind kind; const float *send; float *recv; size_t count; int root; } op;
+} Comm;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double deadline(void) {
+    const char *t = getenv("LLFC_FAKENCCL_TIMEOUT");
+    return now_s() + (t && *t ? atof(t) : 600.0);
+}
+
+static void pause_briefly(void) { nanosleep(&(struct timespec){0, 20000}, NULL); }
+
+/* All n ranks here, or an error: this communicator or a peer's was aborted, or the deadline. */
+static int barrier(Comm *c, double until) {
+    Header *h = c->h;
+    unsigned gen = atomic_load(&h->gen);
+    if (atomic_fetch_add(&h->count, 1) == (unsigned)c->n - 1) {
+        atomic_store(&h->count, 0);
+        atomic_fetch_add(&h->gen, 1);
+        return OK;
+    }
+    while (atomic_load(&h->gen) == gen) {
+        if (atomic_load(&c->abort) || atomic_load(&h->aborted)) return REMOTE_ERROR;
+        if (now_s() > until) return SYSTEM_ERROR;
+        pause_briefly();
+    }
+    return OK;
+}
+
+static int run_op(Comm *c) {
+    double until = deadline();
+    const float *send = c->op.send;
+    float *recv = c->op.recv, *mine = c->stage + (size_t)c->rank * STAGE;
+    for (size_t off = 0; off < c->op.count || off == 0; off += STAGE) {
+        size_t m = c->op.count - off < STAGE ? c->op.count - off : STAGE;
+        int rc;
+        if (c->op.kind == BROADCAST) {
+            if (c->rank == c->op.root) memcpy(c->stage, send + off, m * sizeof *send);
+            if ((rc = barrier(c, until))) return rc;
+            if (c->rank != c->op.root || send != recv) memcpy(recv + off, c->stage, m * sizeof *recv);
+        } else {
+            memcpy(mine, send + off, m * sizeof *send);
+            if ((rc = barrier(c, until))) return rc;
+            if (c->op.kind == ALLREDUCE || c->rank == c->op.root)
+                for (size_t i = 0; i < m; i++) {
+                    float acc = c->stage[i];
+                    for (int r = 1; r < c->n; r++) acc += c->stage[(size_t)r * STAGE + i];
+                    recv[off + i] = acc;
+                }
+        }
+        if ((rc = barrier(c, until))) return rc;
+        if (!c->op.count) break;
+    }
+    return OK;
+}
+
+static void *worker(void *arg) {
+    Comm *c = arg;
+    atomic_store(&c->error, run_op(c));
+    atomic_store(&c->busy, 0);
+    return NULL;
+}
+
+static void wait_worker(Comm *c) {
+    if (c->has_worker) pthread_join(c->worker, NULL);
+    c->has_worker = 0;
+}
+
+static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t count, int type, int op, int root) {
+    if (!c || type != FLOAT32 || op != SUM || root < 0 || root >= c->n) return INVALID_ARGUMENT;
+    wait_worker(c); /* stream order: the previous op first */
+    if (atomic_load(&c->error)) return atomic_load(&c->error);
+    c->op.kind = kind, c->op.send = send, c->op.recv = recv, c->op.count = count, c->op.root = root;
+    atomic_store(&c->busy, 1);
+    if (pthread_create(&c->worker, NULL, worker, c) != 0) return SYSTEM_ERROR;
+    c->has_worker = 1;
+    return OK;
+}
+
+int ncclGetVersion(int *v) { *v = 22800; return OK; }
+
+const char *ncclGetErrorString(int rc) {
+    switch (rc) {
+    case OK: return "no error";
+    case SYSTEM_ERROR: return "unhandled system error (fakenccl: a peer did not come before the deadline)";
+    case INVALID_ARGUMENT: return "invalid argument (fakenccl: fp32 sums only)";
+    case INVALID_USAGE: return "invalid usage (fakenccl: Duplicate GPU detected)";
+    case REMOTE_ERROR: return "remote process exited or there was a network error (fakenccl: aborted)";
+    case IN_PROGRESS: return "NCCL operation in progress";
+    default: return "unknown result code";
+    }
+}
+
+int ncclGetUniqueId(UniqueId *id) {
+    unsigned long long r = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&r, sizeof r, 1, f) != 1) r = (unsigned long long)now_s() * 1000003ull;
+    if (f) fclose(f);
+    memset(id, 0, sizeof *id);
+    snprintf(id->internal, sizeof id->internal, "/llfc_fakenccl_%d_%016llx", (int)getpid(), r);
+    return OK;
+}
+
+int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
+    *out = NULL;
+    if (n < 1 || rank < 0 || rank >= n || strncmp(id.internal, "/llfc_fakenccl_", 15)) return INVALID_ARGUMENT;
+    Comm *c = calloc(1, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", id.internal);
+    c->rank = rank, c->n = n;
+    c->bytes = 4096 + (size_t)n * STAGE * sizeof(float);
+    int fd = shm_open(c->name, O_RDWR | O_CREAT, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)c->bytes) != 0) {
+        if (fd >= 0) close(fd);
+        free(c);
+        return SYSTEM_ERROR;
+    }
+    void *p = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        free(c);
+        return SYSTEM_ERROR;
+    }
+    c->h = p, c->stage = (float *)((char *)p + 4096);
+    int zero = 0;
+    int rc = atomic_compare_exchange_strong(&c->h->nranks, &zero, n) || zero == n ? OK : INVALID_ARGUMENT;
+    const char *dup = getenv("LLFC_FAKENCCL_DUPLICATE");
+    if (dup && *dup == '1') atomic_store(&c->h->duplicate, 1);
+    atomic_fetch_add(&c->h->arrived, 1);
+    for (double until = deadline(); rc == OK && atomic_load(&c->h->arrived) < n; pause_briefly())
+        if (now_s() > until) rc = SYSTEM_ERROR;
+    if (rank == 0 || rc != OK) shm_unlink(c->name); /* every rank has it mapped (or gave up) */
+    if (rc == OK && atomic_load(&c->h->duplicate)) rc = INVALID_USAGE;
+    if (rc != OK) {
+        munmap(p, c->bytes);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return OK;
+}
+
+int ncclCommGetAsyncError(Comm *c, int *err) {
+    *err = atomic_load(&c->busy) ? IN_PROGRESS : atomic_load(&c->error);
+    return OK;
+}
+
+static int release(Comm *c) {
+    wait_worker(c);
+    munmap(c->h, c->bytes);
+    free(c);
+    return OK;
+}
+
+int ncclCommDestroy(Comm *c) { return c ? release(c) : OK; }
+
+int ncclCommAbort(Comm *c) {
+    if (!c) return OK;
+    atomic_store(&c->abort, 1);
+    atomic_store(&c->h->aborted, 1); /* the peers' waits end too, as NCCL's would on a broken connection */
+    return release(c);
+}
+
+int ncclAllReduce(const void *send, void *recv, size_t count, int type, int op, Comm *c, void *stream) {
+    (void)stream;
+    return enqueue(c, ALLREDUCE, send, recv, count, type, op, 0);
+}
+
+int ncclReduce(const void *send, void *recv, size_t count, int type, int op, int root, Comm *c, void *stream) {
+    (void)stream;
+    return enqueue(c, REDUCE, send, recv, count, type, op, root);
+}
+
+int ncclBroadcast(const void *send, void *recv, size_t count, int type, int root, Comm *c, void *stream) {
+    (void)stream;
+    return enqueue(c, BROADCAST, send, recv, count, type, SUM, root);
+}

@@ -1,0 +1,296 @@
+/* test_nccl.c - NCCL is looked for where nccl.h says and a missing or wrong library is named
+ * with every path tried; between real processes (ranks met over dist.h's TCP group) with the
+ * fake libnccl of tests/gpu/emu/fakenccl.c (ninja builds it beside this test), the collectives
+ * give the exact sums, a rank without NCCL makes every rank fall back alike, and a rank that
+ * never calls the collective makes the other fail within the timeout, naming the op, instead
+ * of hanging. (A real NCCL on real GPUs is exercised by the trainer on a GPU machine.) */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <libgen.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nccl.h"
+#include "util.h"
+
+static char fake_path[4096];
+
+// --- finding the library
+
+static void test_paths_are_tried_in_order(void **state) {
+    (void)state;
+    char p[4][512];
+    unsetenv("LLFC_NCCL");
+    setenv("CUDA_HOME", "/opt/cuda-x", 1);
+    assert_int_equal(ncl_lib_paths(p), 3);
+    assert_string_equal(p[0], "/opt/cuda-x/lib64/libnccl.so.2");
+    assert_string_equal(p[1], "/usr/local/cuda/lib64/libnccl.so.2");
+    assert_string_equal(p[2], "libnccl.so.2");
+    unsetenv("CUDA_HOME");
+    assert_int_equal(ncl_lib_paths(p), 2);
+    assert_string_equal(p[0], "/usr/local/cuda/lib64/libnccl.so.2");
+    setenv("LLFC_NCCL", "/my/libnccl.so.2", 1); // named by the user: only there
+    assert_int_equal(ncl_lib_paths(p), 1);
+    assert_string_equal(p[0], "/my/libnccl.so.2");
+    unsetenv("LLFC_NCCL");
+}
+
+static void test_every_path_tried_is_named(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    const char *paths[] = {"/nonexistent/a/libnccl.so.2", "/nonexistent/b/libnccl.so.2", "libnccl-none.so.2"};
+    const char *found = "x";
+    assert_null(cudrv_dlopen_first(paths, 3, &found, err, sizeof err));
+    assert_null(found);
+    for (int i = 0; i < 3; i++)
+        if (!strstr(err, paths[i])) fail_msg("%s not named in: %s", paths[i], err);
+    assert_non_null(strstr(err, "tried /nonexistent/a/libnccl.so.2 (/nonexistent/a/libnccl.so.2: cannot open"));
+}
+
+static DistGroup *solo(void) {
+    char err[ERR_LEN];
+    DistPlace p = {.rank = 0, .world_size = 1, .local_world_size = 1};
+    DistGroup *g = dist_connect(&p, 5, err, sizeof err);
+    if (!g) fail_msg("%s", err);
+    return g;
+}
+
+static void test_missing_library_is_named(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    bool absent = false;
+    DistGroup *g = solo();
+    setenv("LLFC_NCCL", "/nonexistent/libnccl.so.2", 1);
+    assert_null(ncl_open(g, NULL, 5, &absent, err, sizeof err));
+    assert_true(absent);
+    if (!strstr(err, "NCCL not found: tried /nonexistent/libnccl.so.2 (") || !strstr(err, "set LLFC_NCCL"))
+        fail_msg("got: %s", err);
+    setenv("LLFC_NCCL", "libm.so.6", 1); // loads, but is no NCCL (or too old a one): none usable either
+    absent = false;
+    assert_null(ncl_open(g, NULL, 5, &absent, err, sizeof err));
+    assert_true(absent);
+    if (!strstr(err, "libm.so.6 has no ncclGetVersion")) fail_msg("got: %s", err);
+    unsetenv("LLFC_NCCL");
+    dist_close(g);
+}
+
+static void test_one_rank_with_the_fake(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    bool absent;
+    DistGroup *g = solo();
+    setenv("LLFC_NCCL", fake_path, 1);
+    NclComm *c = ncl_open(g, NULL, 5, &absent, err, sizeof err);
+    if (!c) fail_msg("%s", err);
+    assert_string_equal(ncl_version(c), "2.28.0");
+    assert_string_equal(ncl_path(c), fake_path);
+    float v[3] = {1, 2, 3};
+    assert_true(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 3, NULL, "v", err, sizeof err));
+    assert_true(v[0] == 1 && v[1] == 2 && v[2] == 3);
+    ncl_close(c);
+    unsetenv("LLFC_NCCL");
+    dist_close(g);
+}
+
+// --- real processes
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static DistGroup *meet(int rank, int world, int port, int timeout_s) {
+    char err[ERR_LEN];
+    DistPlace p = {.rank = rank, .world_size = world, .local_rank = rank, .local_world_size = world,
+                   .master_port = port, .source = DIST_TORCHRUN};
+    snprintf(p.master_addr, sizeof p.master_addr, "127.0.0.1");
+    snprintf(p.host, sizeof p.host, "host%d", rank);
+    DistGroup *g = dist_connect(&p, timeout_s, err, sizeof err);
+    if (!g) fprintf(stderr, "rank %d: %s\n", rank, err);
+    return g;
+}
+
+#define N_BIG 300001 /* more than the fake's staging chunk (2^18 floats): several chunks */
+
+static float value(int rank, size_t i) { return (float)(i % 1000) * (float)(rank + 1) + 0.125f * (float)rank; }
+
+static int check(bool ok, int rank, const char *what, const char *err) {
+    if (!ok) fprintf(stderr, "rank %d: %s %s\n", rank, what, err);
+    return ok ? 0 : 1;
+}
+
+/* Each rank: allreduce in place and out of place, reduce to rank 1, broadcast from the last. */
+static int collectives_body(int rank, int world, int port) {
+    char err[ERR_LEN] = "";
+    DistGroup *g = meet(rank, world, port, 20);
+    bool absent;
+    NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+    if (!c) return check(false, rank, "open:", err);
+    float *a = xmalloc(N_BIG * sizeof *a), *b = xmalloc(N_BIG * sizeof *b);
+    for (size_t i = 0; i < N_BIG; i++) a[i] = value(rank, i), b[i] = -1;
+    int bad = check(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)b, N_BIG, NULL, "b", err, sizeof err),
+                    rank, "allreduce:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) {
+        float want = value(0, i);
+        for (int r = 1; r < world; r++) want += value(r, i); // rank order, exactly
+        bad = check(b[i] == want && a[i] == value(rank, i), rank, "allreduce: wrong sum", "");
+    }
+    bad = bad || check(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)a, N_BIG, NULL, "a", err,
+                                         sizeof err), rank, "allreduce in place:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) bad = check(a[i] == b[i], rank, "allreduce in place: wrong sum", "");
+    for (size_t i = 0; i < N_BIG; i++) a[i] = value(rank, i), b[i] = -1;
+    bad = bad || check(ncl_reduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)b, N_BIG, 1, NULL, "r", err, sizeof err),
+                       rank, "reduce:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) {
+        float want = value(0, i);
+        for (int r = 1; r < world; r++) want += value(r, i);
+        bad = check(b[i] == (rank == 1 ? want : -1.0f), rank, "reduce: wrong value", "");
+    }
+    bad = bad || check(ncl_broadcast(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)a, N_BIG, world - 1, NULL, "w", err,
+                                     sizeof err), rank, "broadcast:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) bad = check(a[i] == value(world - 1, i), rank, "broadcast: wrong", "");
+    free(a), free(b);
+    ncl_close(c);
+    dist_close(g);
+    return bad;
+}
+
+static void wait_ok(pid_t kid) {
+    int st;
+    assert_int_equal(waitpid(kid, &st, 0), kid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_three_ranks_sum_exactly(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    int port = free_port();
+    pid_t kids[2];
+    for (int r = 1; r <= 2; r++)
+        if ((kids[r - 1] = fork()) == 0) _exit(collectives_body(r, 3, port));
+    assert_int_equal(collectives_body(0, 3, port), 0);
+    wait_ok(kids[0]);
+    wait_ok(kids[1]);
+    unsetenv("LLFC_NCCL");
+}
+
+static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[ERR_LEN] = "";
+        bool absent = false;
+        setenv("LLFC_NCCL", "/nonexistent/libnccl.so.2", 1);
+        DistGroup *g = meet(1, 2, port, 20);
+        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+        int bad = check(!c && absent && strstr(err, "NCCL not found: tried /nonexistent/libnccl.so.2"), 1, "got:", err);
+        dist_close(g);
+        _exit(bad);
+    }
+    char err[ERR_LEN];
+    bool absent = false;
+    DistGroup *g = meet(0, 2, port, 20);
+    assert_non_null(g);
+    assert_null(ncl_open(g, NULL, 20, &absent, err, sizeof err));
+    assert_true(absent);
+    if (!strstr(err, "NCCL not found on 1 of 2 ranks (rank 1 on host1 among them)")) fail_msg("got: %s", err);
+    dist_close(g);
+    wait_ok(kid);
+    unsetenv("LLFC_NCCL");
+}
+
+/* NCCL refuses two ranks on one GPU (on every rank): all fall back, each saying why. */
+static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[ERR_LEN] = "";
+        bool absent = false;
+        setenv("LLFC_FAKENCCL_DUPLICATE", "1", 1);
+        DistGroup *g = meet(1, 2, port, 20);
+        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+        int bad = check(!c && absent && strstr(err, "ncclCommInitRank (rank 1 of 2) failed: invalid usage"), 1, "got:",
+                        err);
+        dist_close(g);
+        _exit(bad);
+    }
+    char err[ERR_LEN];
+    bool absent = false;
+    DistGroup *g = meet(0, 2, port, 20);
+    assert_non_null(g);
+    assert_null(ncl_open(g, NULL, 20, &absent, err, sizeof err));
+    assert_true(absent);
+    if (!strstr(err, "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)"))
+        fail_msg("got: %s", err);
+    dist_close(g);
+    wait_ok(kid);
+    unsetenv("LLFC_NCCL");
+}
+
+static void test_a_rank_that_never_comes_times_out(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    int port = free_port();
+    pid_t kid = fork();
+    if (kid == 0) { // opens the communicator, then never calls the collective
+        char err[ERR_LEN];
+        bool absent;
+        DistGroup *g = meet(1, 2, port, 20);
+        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+        sleep(30);
+        ncl_close(c);
+        _exit(0);
+    }
+    char err[ERR_LEN];
+    bool absent;
+    DistGroup *g = meet(0, 2, port, 20);
+    assert_non_null(g);
+    NclComm *c = ncl_open(g, NULL, 1, &absent, err, sizeof err); // ddp_timeout 1 s
+    if (!c) fail_msg("%s", err);
+    float v[10] = {0};
+    time_t t0 = time(NULL);
+    assert_false(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, NULL, "gradients", err, sizeof err));
+    assert_true(time(NULL) - t0 <= 3);
+    if (!strstr(err, "ncclAllReduce (gradients, 10 floats) did not finish within ddp_timeout 1 s")) fail_msg("got: %s", err);
+    assert_false(ncl_broadcast(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, 0, NULL, "weights", err, sizeof err));
+    if (!strstr(err, "ncclBroadcast (weights, 10 floats from rank 0): NCCL's communicator was aborted"))
+        fail_msg("got: %s", err);
+    ncl_close(c);
+    dist_close(g);
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    unsetenv("LLFC_NCCL");
+}
+
+int main(void) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) self[n] = 0;
+    snprintf(fake_path, sizeof fake_path, "%s/libfakenccl.so.2", dirname(self));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_paths_are_tried_in_order),
+        cmocka_unit_test(test_every_path_tried_is_named),
+        cmocka_unit_test(test_missing_library_is_named),
+        cmocka_unit_test(test_one_rank_with_the_fake),
+        cmocka_unit_test(test_three_ranks_sum_exactly),
+        cmocka_unit_test(test_a_rank_without_nccl_makes_all_fall_back),
+        cmocka_unit_test(test_nccl_that_cannot_start_makes_all_fall_back),
+        cmocka_unit_test(test_a_rank_that_never_comes_times_out),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
