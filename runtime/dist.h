@@ -61,8 +61,9 @@ bool dist_allreduce_sum_f64(DistGroup *g, double *buf, size_t n, char *err, size
 bool dist_barrier(DistGroup *g, char *err, size_t errlen);
 /* Rank root's n bytes to every rank (ZeRO: an owner's updated parameters). */
 bool dist_broadcast_from(DistGroup *g, int root, void *buf, size_t n, char *err, size_t errlen);
-/* Every rank's floats summed (rank order) into root's buf; the others' buf is left as sent
- * (ZeRO-2: a gradient reaches only the rank that owns its parameter). */
+/* Every rank's floats summed (rank order) into root's buf; the others' buf is undefined after
+ * (rank 0, the star's middle, keeps the sum it made) (ZeRO-2: a gradient reaches only the rank
+ * that owns its parameter). */
 bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err, size_t errlen);
 /* Rank from's n bytes into rank to's buf; the other ranks return at once (rank 0 relays when
  * neither end is rank 0). Every rank calls it (ZeRO-3: an owner's parameter to rank 0). */

@@ -35,7 +35,6 @@ typedef struct {
 typedef struct {
     ExecShard cfg;
     ShardGroup *group; /* L + 1: [0] outside the layers, [l + 1] layer l */
-    int32_t *op_group; /* per op: the group of the parameters it touches, or -1 */
     float *own;        /* this rank's parameters and their gradients */
     int64_t own_floats;
     float *slot[SHARD_SLOTS];
@@ -60,6 +59,11 @@ struct ExecCpu {
     uint64_t step;
     bool train; /* dropout on (exec_cpu_step) or off (exec_cpu_forward) */
     Shard *shard; /* ZeRO-3, else NULL */
+    /* groups: a layer's parameters (l + 1), or those outside the layers (0) */
+    int32_t *op_group;    /* per op: the group whose parameters it touches, -1 none, -2 two */
+    int32_t *ready_after; /* per op: the group whose gradients are final after it, or -1 */
+    void (*on_grads)(void *ctx, int32_t group);
+    void *on_grads_ctx;
 };
 
 float *exec_cpu_tensor(const ExecCpu *ex, int32_t id) {
@@ -67,6 +71,7 @@ float *exec_cpu_tensor(const ExecCpu *ex, int32_t id) {
 }
 
 static void shard_free(Shard *s);
+static void map_ops(ExecCpu *ex);
 static void exec_params_views_at(const Plan *plan, float *const *at, ExecParam **all, size_t *n_all,
                                  ExecParam **trainable, size_t *n_trainable);
 
@@ -111,6 +116,7 @@ ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen)
     ex->plan = plan, ex->seed = seed, ex->arena = arena;
     memcpy(ex->region, region, sizeof region);
     ex->at = tensor_places(plan, region);
+    map_ops(ex);
     exec_params_views_at(plan, ex->at, &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
     return ex;
 }
@@ -118,6 +124,8 @@ ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen)
 void exec_cpu_free(ExecCpu *ex) {
     if (!ex) return;
     shard_free(ex->shard);
+    free(ex->op_group);
+    free(ex->ready_after);
     free(ex->arena);
     free(ex->at);
     free(ex->all);
@@ -302,7 +310,6 @@ static void shard_free(Shard *s) {
     if (!s) return;
     for (int32_t g = 0; s->group && g <= s->cfg_layers; g++) free(s->group[g].params);
     free(s->group);
-    free(s->op_group);
     free(s->own);
     for (int k = 0; k < SHARD_SLOTS; k++) free(s->slot[k]);
     free(s->full);
@@ -316,9 +323,10 @@ static int64_t param_floats(const Plan *plan, const PlanParam *p) {
     return p->grad >= 0 ? 2 * n : n;
 }
 
-/* Each op's group: the one whose parameters or gradients it names. An op naming two groups
- * would need two windows at once; the plans graph.c builds have none, so it is refused. */
-static bool map_ops(const Plan *plan, Shard *s, char *err, size_t errlen) {
+/* Each op's group: the one whose parameters or gradients it names (-2: two groups; the plans
+ * graph.c builds have none), and after which op each group's gradients are final. */
+static void map_ops(ExecCpu *ex) {
+    const Plan *plan = ex->plan;
     int32_t *group_of = xmalloc(((size_t)plan->n_tensors + 1) * sizeof *group_of);
     for (int32_t t = 0; t < plan->n_tensors; t++) group_of[t] = -1;
     for (int32_t i = 0; i < plan->n_params; i++) {
@@ -326,25 +334,39 @@ static bool map_ops(const Plan *plan, Shard *s, char *err, size_t errlen) {
         group_of[p->tensor] = p->layer + 1;
         if (p->grad >= 0) group_of[p->grad] = p->layer + 1;
     }
-    s->op_group = xmalloc(((size_t)plan->n_ops + 1) * sizeof *s->op_group);
-    bool ok = true;
-    for (int32_t i = 0; i < plan->n_ops && ok; i++) {
+    ex->op_group = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->op_group);
+    ex->ready_after = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->ready_after);
+    int32_t *last = xmalloc(((size_t)plan->L + 2) * sizeof *last);
+    for (int32_t g = 0; g <= plan->L; g++) last[g] = -1;
+    bool mixed = false;
+    for (int32_t i = 0; i < plan->n_ops; i++) {
         const PlanOp *op = &plan->ops[i];
         int32_t ids[PLAN_IN + PLAN_OUT + PLAN_TMP], n = 0, g = -1;
         for (int k = 0; k < PLAN_IN; k++) ids[n++] = op->in[k];
         for (int k = 0; k < PLAN_OUT; k++) ids[n++] = op->out[k];
         for (int k = 0; k < PLAN_TMP; k++) ids[n++] = op->tmp[k];
-        for (int k = 0; k < n && ok; k++) {
+        for (int k = 0; k < n; k++) {
             int32_t h = ids[k] >= 0 ? group_of[ids[k]] : -1;
-            if (h >= 0 && g >= 0 && h != g)
-                ok = errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of two layers; this plan cannot be "
-                          "sharded", i, plan_op_name((PlanOpKind)op->kind));
-            if (h >= 0) g = h;
+            if (h >= 0 && g >= 0 && h != g) g = -2;
+            if (h >= 0 && g == -1) g = h;
         }
-        s->op_group[i] = g;
+        ex->op_group[i] = g;
+        ex->ready_after[i] = -1;
+        mixed = mixed || g == -2;
+        if (g >= 0) last[g] = i;
     }
+    for (int32_t g = 0; g <= plan->L && !mixed; g++) // two-group ops: no early signal at all
+        if (last[g] >= 0) ex->ready_after[last[g]] = g;
+    free(last);
     free(group_of);
-    return ok;
+}
+
+static bool shardable(const ExecCpu *ex, char *err, size_t errlen) {
+    for (int32_t i = 0; i < ex->plan->n_ops; i++)
+        if (ex->op_group[i] == -2)
+            return errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of two layers; this plan cannot be "
+                        "sharded", i, plan_op_name((PlanOpKind)ex->plan->ops[i].kind));
+    return true;
 }
 
 /* Own parameters (and gradients) in one block; each group's list, and the floats the other
@@ -392,7 +414,8 @@ ExecCpu *exec_cpu_new_sharded(const Plan *plan, uint64_t seed, const ExecShard *
     Shard *s = ex->shard = xcalloc(1, sizeof *s);
     s->cfg = *shard;
     s->cfg_layers = (int32_t)plan->L;
-    if (!map_ops(plan, s, err, errlen)) {
+    map_ops(ex);
+    if (!shardable(ex, err, errlen)) {
         exec_cpu_free(ex);
         return NULL;
     }
@@ -468,8 +491,8 @@ static bool gather_group(ExecCpu *ex, int32_t g, char *err, size_t errlen) {
 
 /* Before op i: its group present, and marked when the op adds to the group's gradients. */
 static bool shard_before(ExecCpu *ex, int32_t i, char *err, size_t errlen) {
-    if (!ex->shard || ex->shard->op_group[i] < 0) return true;
-    int32_t g = ex->shard->op_group[i];
+    if (!ex->shard || ex->op_group[i] < 0) return true;
+    int32_t g = ex->op_group[i];
     if (!gather_group(ex, g, err, errlen)) return false;
     if (ex->plan->ops[i].phase == PHASE_BACKWARD) ex->shard->group[g].dirty = true;
     return true;
@@ -486,6 +509,10 @@ static bool shard_after(ExecCpu *ex, bool ok, char *err, size_t errlen) {
         ok = evict_group(ex, s->slot_group[k], err, errlen) && ok;
     }
     return ok;
+}
+
+void exec_cpu_on_grads(ExecCpu *ex, void (*ready)(void *ctx, int32_t group), void *ctx) {
+    ex->on_grads = ready, ex->on_grads_ctx = ctx;
 }
 
 int64_t exec_cpu_gathers(const ExecCpu *ex) { return ex->shard ? ex->shard->gathers : 0; }
@@ -739,8 +766,11 @@ bool exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *
     prepare(ex, b);
     ex->train = true;
     bool ok = true;
-    for (int32_t i = 0; i < p->n_ops && ok; i++)
-        if ((ok = shard_before(ex, i, err, errlen))) run_op(ex, &p->ops[i], grad_scale, loss, true);
+    for (int32_t i = 0; i < p->n_ops && ok; i++) {
+        if (!(ok = shard_before(ex, i, err, errlen))) break;
+        run_op(ex, &p->ops[i], grad_scale, loss, true);
+        if (ex->on_grads && ex->ready_after[i] >= 0) ex->on_grads(ex->on_grads_ctx, ex->ready_after[i]);
+    }
     return shard_after(ex, ok, err, errlen);
 }
 

@@ -92,6 +92,12 @@ bool exec_cpu_step(ExecCpu *ex, const ExecBatch *b, float grad_scale, ExecLoss *
  * loss is not NULL, also the loss. */
 const float *exec_cpu_forward(ExecCpu *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen);
 
+/* Data parallel's overlap: ready(ctx, group) is called during exec_cpu_step as soon as a
+ * group's gradients are final for the call (group l + 1: layer l's parameters; 0: those outside
+ * the layers, last), so that they can be reduced while the backward pass goes on. NULL stops
+ * it. A plan with an op touching two groups never calls it. */
+void exec_cpu_on_grads(ExecCpu *ex, void (*ready)(void *ctx, int32_t group), void *ctx);
+
 /* ZeRO-3. Parameter i (plan order) lives at rank owner[i] with its gradient; the other ranks
  * gather it when an op needs it (a layer's parameters at a time, into one of two layer windows,
  * least recently used out; those outside the layers into a window of their own) and send their

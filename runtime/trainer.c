@@ -33,6 +33,7 @@
 #include "exec_cpu.h"
 #include "exec_cuda.h"
 #include "gpu_probe.h"
+#include "gradsync.h"
 #include "graph.h"
 #include "inputs.h"
 #include "model.h"
@@ -77,6 +78,7 @@ typedef struct {
     int zero;                                      /* ZeRO stage in effect (0 on one rank) */
     int *owner;                                    /* ZeRO: the rank that updates params[i] */
     int *plan_owner;                               /* ZeRO-3: the rank that keeps plan parameter i */
+    GradSync *sync;                                /* CPU data parallel: reduction during backward */
     OptParam *owned;                               /* ZeRO: this rank's parameters */
     size_t n_owned;
 } Run;
@@ -735,10 +737,29 @@ static bool sum_grads(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* CPU data parallel: each layer's gradients reduced on gradsync's thread as soon as the last
+ * micro-batch's backward pass is done with them, while it goes on with the layers below. */
+static void grads_ready(void *sync, int32_t group) { gradsync_post(sync, group); }
+
+static void start_gradsync(Run *run) {
+    if (!run->ex || run->world == 1 || run->zero == 3) return;
+    GradSyncTensor *t = xcalloc(run->n_params + 1, sizeof *t);
+    int32_t *bucket = xcalloc(run->n_params + 1, sizeof *bucket);
+    for (int32_t i = 0, k = 0; i < run->plan->n_params; i++) {
+        if (!run->plan->params[i].trainable) continue;
+        t[k] = (GradSyncTensor){run->params[k].grad, run->params[k].n, run->zero == 2 ? run->owner[k] : -1};
+        bucket[k++] = run->plan->params[i].layer + 1;
+    }
+    run->sync = gradsync_new(run->group, t, run->n_params, bucket, (int32_t)run->plan->L + 1);
+    free(t);
+    free(bucket);
+}
+
 /* Gradients summed over the ranks: everywhere (no ZeRO, stage 1), or only at the parameter's
  * owner (stage 2). */
 static bool reduce_grads(Run *run, char *err, size_t errlen) {
     if (run->zero == 3) return true; // the executor sent each layer's to its owners as it went
+    if (run->sync) return gradsync_wait(run->sync, err, errlen);
     if (run->zero < 2) return sum_grads(run, err, errlen);
     for (size_t i = 0; i < run->n_params; i++)
         if (!dist_reduce_sum_to(run->group, run->owner[i], run->params[i].grad, (size_t)run->params[i].n, err, errlen))
@@ -812,7 +833,10 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 fill_batch(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
                 ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
                 ExecLoss loss;
-                if (!ex_step(run, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss, err, errlen)) return false;
+                if (run->sync && k + 1 == group) exec_cpu_on_grads(run->ex, grads_ready, run->sync); // final ones
+                bool ok = ex_step(run, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss, err, errlen);
+                if (run->sync) exec_cpu_on_grads(run->ex, NULL, NULL);
+                if (!ok) return false;
                 sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
                 for (int64_t i = 0; i < run->B * run->T; i++) sums[1] += run->seq[i] != 0;
             }
@@ -999,6 +1023,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
         return false;
     make_optimizer(run);
     if (run->zero) report_memory(run);
+    start_gradsync(run);
     if (run->gpu && run->world > 1 && !open_nccl(run, err, errlen)) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
@@ -1021,6 +1046,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
 }
 
 static void teardown(Run *run) {
+    gradsync_free(run->sync);
     ncl_close(run->nccl);
     dist_close(run->group);
     free(run->owner), free(run->owned), free(run->plan_owner);
@@ -1061,6 +1087,13 @@ int trainer_run(const Recipe *r, const Payload *p) {
     if (ok) ok = train_loop(&run, err, sizeof err) && finish_all(&run, t0, err, sizeof err);
     // the others wait until rank 0 has written everything, so the run ends together
     if (ok && run.world > 1) ok = dist_barrier(run.group, err, sizeof err);
+    if (ok && lead && run.sync && gradsync_stats(run.sync)->steps) {
+        const GradSyncStats *st = gradsync_stats(run.sync);
+        fprintf(stderr, "data parallel: gradients reduced in %lld buckets a step (a layer each), %.1f ms a step on "
+                "their own thread; %.1f ms a step left to wait for after the backward pass\n",
+                (long long)(st->buckets / st->steps), 1e3 * st->busy_s / (double)st->steps,
+                1e3 * st->waited_s / (double)st->steps);
+    }
     if (ok && lead) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,
                             now_s() - t0, R_STR(r, output_dir));
     teardown(&run);

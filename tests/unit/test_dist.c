@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dist.h"
+#include "gradsync.h"
 #include "util.h"
 
 static char self_path[4096];
@@ -202,6 +203,67 @@ static void test_three_ranks_meet_and_reduce(void **state) {
     }
 }
 
+// --- gradsync: buckets reduced on a thread, in the order posted
+
+/* Three ranks, three buckets of two tensors each; bucket 1's second tensor goes only to its
+ * owner (ZeRO-2). Buckets are posted 2, 0 and (by the wait) 1, as a backward pass would. */
+static int gradsync_body(int rank, int world, int port) {
+    char err[ERR_LEN] = "";
+    DistPlace p = make_place(rank, world, port);
+    DistGroup *g = dist_connect(&p, 20, err, sizeof err);
+    if (!g) return fprintf(stderr, "rank %d: %s\n", rank, err), 1;
+    enum { N = 6, LEN = 1000 };
+    float *grad[N];
+    GradSyncTensor t[N];
+    int32_t bucket_of[N] = {0, 0, 1, 1, 2, 2};
+    for (int i = 0; i < N; i++) {
+        grad[i] = xmalloc(LEN * sizeof(float));
+        t[i] = (GradSyncTensor){grad[i], LEN - i, i == 3 ? 2 : -1};
+    }
+    bool ok = true;
+    GradSync *s = gradsync_new(g, t, N, bucket_of, 3);
+    for (int step = 0; step < 2 && ok; step++) {
+        for (int i = 0; i < N; i++)
+            for (int k = 0; k < LEN; k++) grad[i][k] = (float)(rank + 1) * 0.1f * (float)(k + i + step);
+        gradsync_post(s, 2);
+        gradsync_post(s, 0);
+        gradsync_post(s, 0); // twice in a step: once is reduced
+        ok = gradsync_wait(s, err, sizeof err);
+        for (int i = 0; ok && i < N; i++)
+            for (int k = 0; ok && k < LEN - i; k++) {
+                float want = 0, mine = 0;
+                for (int r = 0; r < world; r++) want += (float)(r + 1) * 0.1f * (float)(k + i + step);
+                if (i == 3 && rank != 2) continue; // only the owner's is defined
+                (void)mine;
+                if (grad[i][k] != want) ok = errf(err, sizeof err, "step %d tensor %d [%d]: %g, want %g", step, i, k,
+                                                  grad[i][k], want);
+            }
+    }
+    ok = ok && gradsync_stats(s)->steps == 2 && gradsync_stats(s)->buckets == 6;
+    gradsync_free(s);
+    if (!ok) fprintf(stderr, "rank %d: %s\n", rank, err);
+    for (int i = 0; i < N; i++) free(grad[i]);
+    dist_close(g);
+    return ok ? 0 : 1;
+}
+
+static void test_gradsync_reduces_buckets_in_post_order(void **state) {
+    (void)state;
+    int port = free_port();
+    pid_t kids[2];
+    for (int r = 1; r <= 2; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(gradsync_body(r, 3, port));
+    }
+    assert_int_equal(gradsync_body(0, 3, port), 0);
+    for (int i = 0; i < 2; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+}
+
 static void test_unreachable_master_names_the_address(void **state) {
     (void)state;
     char err[ERR_LEN];
@@ -301,6 +363,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_mpi_variables),
         cmocka_unit_test(test_first_host_of_slurm_lists),
         cmocka_unit_test(test_three_ranks_meet_and_reduce),
+        cmocka_unit_test(test_gradsync_reduces_buckets_in_post_order),
         cmocka_unit_test(test_unreachable_master_names_the_address),
         cmocka_unit_test(test_a_dead_rank_is_named),
         cmocka_unit_test(test_a_hung_rank_is_named),

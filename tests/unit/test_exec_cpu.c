@@ -449,6 +449,59 @@ static void test_sharded_equals_whole(void **state) {
     sharded_case("gemma2", &lora, true);
 }
 
+/* The overlap signal: each group's gradients are reported once, layers from the last down and
+ * then those outside the layers, and at that moment they already hold their final values. */
+typedef struct {
+    const Plan *plan;
+    const ExecParam *params;
+    size_t n;
+    int32_t order[64], n_order;
+    float **seen; /* per trainable parameter: its gradient when its group was reported */
+} GradsWatch;
+
+static void watch_grads(void *ctx, int32_t group) {
+    GradsWatch *w = ctx;
+    w->order[w->n_order++] = group;
+    for (int32_t i = 0, t = 0; i < w->plan->n_params; i++) {
+        if (!w->plan->params[i].trainable) continue;
+        if (w->plan->params[i].layer + 1 == group) {
+            w->seen[t] = xmalloc((size_t)w->params[t].numel * sizeof(float));
+            memcpy(w->seen[t], w->params[t].grad, (size_t)w->params[t].numel * sizeof(float));
+        }
+        t++;
+    }
+}
+
+static void test_grads_ready_signal(void **state) {
+    (void)state;
+    char err[ERR_LEN];
+    Golden g;
+    golden_open(&g, "gemma2");
+    GraphOptions o = {.finetune = FT_FULL, .B = g.B, .T = g.T};
+    Plan *p = graph_build(&o, &g.spec, err, sizeof err);
+    assert_non_null(p);
+    ExecCpu *ex = exec_cpu_new(p, 1, err, sizeof err);
+    assert_true(exec_cpu_load_model(ex, g.dir, err, sizeof err));
+    GradsWatch w = {.plan = p};
+    w.params = exec_cpu_params(ex, &w.n);
+    w.seen = xcalloc(w.n, sizeof *w.seen);
+    exec_cpu_on_grads(ex, watch_grads, &w);
+    ExecBatch batch = {.input_ids = g.ids, .labels = g.labels, .seq = g.seq, .pos = g.pos};
+    ExecLoss loss;
+    assert_true(exec_cpu_step(ex, &batch, 0, &loss, err, sizeof err));
+    assert_int_equal(w.n_order, p->L + 1);
+    for (int32_t k = 0; k < w.n_order; k++) assert_int_equal(w.order[k], k < p->L ? p->L - k : 0);
+    for (size_t t = 0; t < w.n; t++) {
+        assert_non_null(w.seen[t]);
+        assert_memory_equal(w.seen[t], w.params[t].grad, (size_t)w.params[t].numel * sizeof(float));
+        free(w.seen[t]);
+    }
+    free(w.seen);
+    exec_cpu_free(ex);
+    plan_free(p);
+    golden_close(&g);
+}
+
 /* The same step on 1 and 2 threads gives the same bits (the kernels split work so that no sum
  * depends on the thread count). */
 static void test_threads_bitwise(void **state) {
@@ -667,6 +720,7 @@ int main(void) {
         cmocka_unit_test(test_freeze),
         cmocka_unit_test(test_accumulation),
         cmocka_unit_test(test_sharded_equals_whole),
+        cmocka_unit_test(test_grads_ready_signal),
         cmocka_unit_test(test_lora_init),
         cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_threads_bitwise),
