@@ -863,14 +863,16 @@ static bool check_bounds(ExecCuda *ex, int32_t i) {
     for (int32_t j = 0; j <= ex->n_placed; j++) {
         const int32_t prev = j > 0 ? ex->placed[j - 1] : -1, next = j < ex->n_placed ? ex->placed[j] : -1;
         const int64_t to = next >= 0 ? ex->act.at[next] : ex->act.bytes;
-        for (int64_t k = from; k < to; k++) {
-            if (ex->act_host[k] == GUARD_BYTE) continue;
-            const bool after = prev >= 0 && (next < 0 || k - from < to - k);
+        int64_t bad = -1, last_bad = -1; /* the first and last changed byte of the gap */
+        for (int64_t k = from; k < to; k++)
+            if (ex->act_host[k] != GUARD_BYTE) last_bad = k, bad = bad < 0 ? k : bad;
+        if (bad >= 0) {
+            const bool after = prev >= 0 && (next < 0 || bad - from < to - last_bad);
             const int32_t t = after ? prev : next;
-            return errf(ex->err, ex->errlen, "op %d (%s) wrote %lld bytes %s %s (%lld elements of %d bytes)", (int)i,
-                        plan_op_name((PlanOpKind)p->ops[i].kind), (long long)(after ? k - from + 1 : to - k),
-                        after ? "past the end of" : "before", p->tensors[t].name, (long long)p->tensors[t].numel,
-                        ex->act.width[t]);
+            return errf(ex->err, ex->errlen, "op %d (%s) wrote up to %lld bytes %s %s (%lld elements of %d bytes)",
+                        (int)i, plan_op_name((PlanOpKind)p->ops[i].kind),
+                        (long long)(after ? last_bad - from + 1 : to - bad), after ? "past the end of" : "before",
+                        p->tensors[t].name, (long long)p->tensors[t].numel, ex->act.width[t]);
         }
         if (next >= 0) from = ex->act.at[next] + p->tensors[next].numel * ex->act.width[next];
     }

@@ -285,6 +285,17 @@ static void test_llama_full(void **state) {
     free(model);
 }
 
+/* Freeze: the last layer trains, everything else has no fp32 master on the device and its host
+ * copy is what the written model holds. */
+static void test_llama_freeze(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    both_executors_agree("llama_freeze", model, "max_steps=4 finetuning_type=freeze freeze_trainable_layers=1 "
+                         "learning_rate=1e-4", "model.safetensors", 0.02);
+    free(model);
+}
+
 /* A random model of the family (llfc init-model) with stories260K's tokenizer (vocab 512). */
 static char *family_model(const char *family, const char *tok) {
     char *dir = xprintf("%s/%s_model", tmp, family);
@@ -350,6 +361,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_device_choice_is_explained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llama_freeze, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),
