@@ -19,9 +19,10 @@
  * Output is a pure function of the plan: the same plan gives the same bytes.
  *
  * Storage on the GPU (what the kernels assume of the plan's tensors): activations and their
- * gradients bf16; rstd, lse, delta fp32; ids, labels, seq, pos int32; parameters as fp32
- * masters (PARAM region offsets) with a bf16 shadow at the same element offsets, which every
- * forward and backward kernel reads; parameter gradients fp32 (GRAD region).
+ * gradients bf16 (2 bytes: the executor lays ACT out at these widths); rstd, lse, delta fp32;
+ * ids, labels, seq, pos int32; parameters as a bf16 copy at the PARAM region's element offsets,
+ * which every forward and backward kernel reads, and fp32 masters of the trainable ones only,
+ * packed at AdamW's state offsets; parameter gradients fp32 (GRAD region).
  *
  * Kernel arguments, in the order of each template's PARAMS macro, from the op's slots:
  *   embedding_fwd      out[0], in[0] ids, in[1] table
@@ -52,8 +53,8 @@
  *   embedding_bwd      out[0] (fp32), in[1] ids, in[0] dout
  *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region);
  *                      grad_norm_finish(norm_coef (2 fp32: norm, clip coefficient), partial,
- *                      max_grad_norm); adamw_update(PARAM region, its bf16 shadow, GRAD region,
- *                      m, v, norm_coef, AdamWArgs) (kernels/adamw.cuh)
+ *                      max_grad_norm); adamw_update(fp32 masters (packed as m and v), the bf16
+ *                      PARAM region, GRAD region, m, v, norm_coef, AdamWArgs) (kernels/adamw.cuh)
  */
 #ifndef LLFC_CUDA_GEN_H
 #define LLFC_CUDA_GEN_H

@@ -3,9 +3,9 @@
  *
  * Every trainable parameter of the plan is one entry of tables the generator writes before this
  * file (the plan fixes them): ADAMW_NP entries of adamw_numel, adamw_param_offset (elements into
- * the PARAM region: fp32 master weights, and the bf16 shadow the forward reads at the same
- * element offsets), adamw_grad_offset (GRAD region, fp32), adamw_state_offset (m and v, packed
- * in parameter order as optim_init packs them), adamw_flags (bit 0: weight decay applies; bit
+ * the PARAM region: the bf16 copy every kernel reads), adamw_grad_offset (GRAD region, fp32),
+ * adamw_state_offset (the fp32 master weights, m and v, each packed in parameter order as
+ * optim_init packs the moments: frozen parameters have no master), adamw_flags (bit 0: weight decay applies; bit
  * 1: LoRA+ group, learning rate * loraplus_lr_ratio) and adamw_first_block (ADAMW_NP + 1: the
  * first block of each parameter; a parameter takes ceil(numel / ADAMW_CHUNK) blocks).
  *
@@ -86,7 +86,7 @@ __device__ __forceinline__ void adamw_update(ADAMW_UPDATE_PARAMS) {
     const int group = (adamw_flags[i] >> 1) & 1;
     const float decay_mul = (adamw_flags[i] & 1) ? a.decay_mul[group] : 1.0f;
     const float neg_step = a.neg_step[group], coef = norm_coef[1];
-    float *p = params + adamw_param_offset[i], *mi_ = m + adamw_state_offset[i],
+    float *p = params + adamw_state_offset[i], *mi_ = m + adamw_state_offset[i],
           *vi_ = v + adamw_state_offset[i];
     bf16 *pb = params_bf16 + adamw_param_offset[i];
     const float *g = grads + adamw_grad_offset[i];

@@ -2,14 +2,18 @@
  * cuBLASLt products, in the plan's order, on one stream. See exec_cuda.h; what each kernel
  * takes is compiler/cuda_gen.h's table.
  *
- * Device memory, one allocation each: the plan's PARAM region in fp32 and its bf16 copy (same
- * element offsets), GRAD (fp32), INPUT (int32), ACT, AdamW's m and v, and the scratch the
- * kernels need (column-sum slabs, the loss's vocabulary chunk and its per-row statistics, the
- * optimizer's partial sums). ACT keeps the plan's 4-byte element offsets, so a bf16 activation
- * uses half of its slot: simple and exactly the plan's sharing; halving it is a later change.
+ * Device memory, one allocation each: the bf16 copy of every parameter (the plan's PARAM element
+ * offsets, 2 bytes each), which every kernel and product reads; fp32 masters of the parameters
+ * AdamW updates only, packed in the optimizer's order (AdamW's state offsets), so a frozen base
+ * weight under LoRA or freeze costs its 2 bytes and no more (as PEFT keeps it); GRAD (fp32),
+ * INPUT (int32), ACT laid out again for the device (see "device layout"), AdamW's m and v, and
+ * the scratch the kernels need (column-sum slabs, the loss's vocabulary chunk and its per-row
+ * statistics, the optimizer's partial sums). The host copies stay the truth for what the device
+ * keeps no master of: exec_cuda_to_host refreshes the trained parameters only.
  */
 #include "exec_cuda.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +50,12 @@ struct ExecCuda {
     OpLaunch *ops;
     int32_t optimizer[3];
     int64_t vc, colsum_floats, adamw_blocks, n_state;
-    CuPtr region[PLAN_REGIONS], shadow; /* shadow: bf16 copy of PARAM */
+    CuPtr region[PLAN_REGIONS];        /* GRAD, INPUT, ACT (laid out by `act`); PARAM is not allocated */
+    CuPtr shadow, master;              /* bf16 copy of PARAM; fp32 masters of the n_state trained values */
+    CudaActLayout act;
+    int64_t guard;                     /* LLFC_CUDA_CHECK_BOUNDS: guard bytes around each activation */
+    uint8_t *act_host;                 /* with guards: the ACT buffer read back after each op */
+    int32_t *placed, n_placed;         /* with guards: the tensors that have bytes, by address */
     CuPtr m, v, colsum, partial, norm_coef, chunk, dchunk, row_max, row_sum, target, loss_sum, count, inv_freq;
     float *host[2];                    /* host copies of PARAM and GRAD */
     ExecParam *trainable, *all;
@@ -170,10 +179,14 @@ static bool load_kernels(ExecCuda *ex, const Payload *pl, char *err, size_t errl
 
 // --- memory
 
+/* The parameters AdamW updates on the device (cuda_gen.c's optimizer tables): they keep an fp32
+ * master there, packed in this order; every other parameter lives in bf16 only. */
+static bool has_master(const PlanParam *pp) { return pp->trainable && pp->grad >= 0; }
+
 static int64_t trainable_elements(const Plan *p) {
     int64_t n = 0;
     for (int32_t i = 0; i < p->n_params; i++)
-        if (p->params[i].trainable && p->params[i].grad >= 0) n += p->tensors[p->params[i].tensor].numel;
+        if (has_master(&p->params[i])) n += p->tensors[p->params[i].tensor].numel;
     return n;
 }
 
@@ -183,18 +196,20 @@ typedef struct {
     const char *what;
 } Alloc;
 
+#define GUARD_BYTE 0xA5
+
 static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     const int64_t N = p->B * p->T, *rs = p->region_size;
     ex->n_state = trainable_elements(p);
     Alloc a[] = {
-        {&ex->region[PLAN_PARAM], rs[PLAN_PARAM] * 4, "fp32 master weights"},
+        {&ex->master, ex->n_state * 4, "fp32 master weights"},
         {&ex->shadow, rs[PLAN_PARAM] * 2, "bf16 weights"},
         {&ex->region[PLAN_GRAD], rs[PLAN_GRAD] * 4, "gradients"},
         {&ex->m, ex->n_state * 4, "AdamW exp_avg"},
         {&ex->v, ex->n_state * 4, "AdamW exp_avg_sq"},
         {&ex->region[PLAN_INPUT], rs[PLAN_INPUT] * 4, "micro-batch"},
-        {&ex->region[PLAN_ACT], rs[PLAN_ACT] * 4, "activations"},
+        {&ex->region[PLAN_ACT], ex->act.bytes, "activations"},
         {&ex->chunk, N * ex->vc * 4, "logits chunk"},
         {&ex->dchunk, N * ex->vc * 2, "logits gradient chunk"},
         {&ex->row_max, N * 4, "loss statistics"},
@@ -213,11 +228,12 @@ static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
     cudrv_mem_info(ex->d, &free_b, &total_b);
     const double mib = 1 << 20;
     if (log)
-        fprintf(log, "device memory: %.1f MiB planned (weights %.1f fp32 + %.1f bf16, gradients %.1f, AdamW %.1f, "
-                "activations %.1f, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)\n",
+        fprintf(log, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f bf16, gradients %.1f, AdamW %.1f, "
+                "activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)\n",
                 (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib, (double)a[2].bytes / mib,
                 (double)(a[3].bytes + a[4].bytes) / mib, (double)a[6].bytes / mib,
-                (double)(a[7].bytes + a[8].bytes) / mib, (double)free_b / mib, (double)total_b / mib);
+                ex->guard ? " unshared, with bounds guards" : "", (double)(a[7].bytes + a[8].bytes) / mib,
+                (double)free_b / mib, (double)total_b / mib);
     if (free_b && (size_t)total > free_b)
         return errf(err, errlen, "the plan needs %.1f MiB of GPU memory and %.1f MiB are free; lower "
                     "per_device_train_batch_size or cutoff_len, or set gradient_checkpointing: true",
@@ -226,7 +242,17 @@ static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
         if (!cudrv_alloc(ex->d, a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen) ||
             !cudrv_zero(ex->d, *a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen))
             return false;
-    return true;
+    if (!ex->guard) return true;
+    ex->placed = xmalloc(((size_t)p->n_tensors + 1) * sizeof *ex->placed);
+    for (int32_t t = 0; t < p->n_tensors; t++) /* act_place put them one after the other */
+        if (ex->act.at[t] >= 0) {
+            int32_t j = ex->n_placed++;
+            for (; j > 0 && ex->act.at[ex->placed[j - 1]] > ex->act.at[t]; j--) ex->placed[j] = ex->placed[j - 1];
+            ex->placed[j] = t;
+        }
+    ex->act_host = xmalloc((size_t)ex->act.bytes + 1);
+    memset(ex->act_host, GUARD_BYTE, (size_t)ex->act.bytes);
+    return cudrv_put(ex->d, ex->region[PLAN_ACT], ex->act_host, (size_t)ex->act.bytes, "poison activations", err, errlen);
 }
 
 /* The LM head's LINEAR (whose output the loss, or the soft-cap folded into it, reads) and its
@@ -250,6 +276,159 @@ static bool find_lm_head(ExecCuda *ex, char *err, size_t errlen) {
     return true;
 }
 
+// --- device layout of the activations
+
+/* Activations live on the device at the width they are stored at: bf16 (2 bytes) for every
+ * activation and activation gradient, 4 bytes for fp32 statistics (RMSNorm's rstd, attention's
+ * lse and delta) and anything int32. The plan's ACT offsets count 4-byte elements and tensors
+ * with disjoint lives share them, so with mixed widths they cannot simply be halved (a bf16
+ * tensor at plan offset k and an fp32 one at k + numel/2 would overlap). Keeping the fp32
+ * tensors in a region of their own would keep the plan's sharing; laying ACT out again here
+ * (the plan's rule: first-fit by decreasing size over lifetimes) costs a few lines more and
+ * also gets what only the executor knows: the lifetimes of its launches (a fused op's tensors
+ * are touched by the op it is fused into, ADD + RMSNORM and the rope pair; the LM head's input
+ * and its backward's outputs by the LOSS, which computes both chunk by chunk) and the tensors
+ * no launch touches at all (the logits and their soft-cap: the loss never stores them), which
+ * get no bytes. */
+
+#define ACT_ALIGN 64 /* bytes: what the plan's 16 four-byte elements gave every tensor */
+
+static int64_t align_bytes(int64_t n) { return (n + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN; }
+
+static void act_touch(const Plan *p, CudaActLayout *l, int32_t t, int32_t at) {
+    if (t < 0 || p->tensors[t].region != PLAN_ACT) return;
+    if (l->first[t] < 0 || at < l->first[t]) l->first[t] = at;
+    if (at > l->last[t]) l->last[t] = at;
+}
+
+static void act_touch_all(const Plan *p, CudaActLayout *l, const PlanOp *op, int32_t at) {
+    for (int k = 0; k < PLAN_IN; k++) act_touch(p, l, op->in[k], at);
+    for (int k = 0; k < PLAN_OUT; k++) act_touch(p, l, op->out[k], at);
+    for (int k = 0; k < PLAN_TMP; k++) act_touch(p, l, op->tmp[k], at);
+}
+
+/* Each tensor's first and last touch, in the order run_op launches (see above). */
+static void act_lifetimes(const ExecCuda *ex, CudaActLayout *l) {
+    const Plan *p = ex->plan;
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        const PlanOp *op = &p->ops[i];
+        const int32_t into = ex->ops[i].fused_into;
+        if (i == ex->lm_op) {
+            act_touch(p, l, op->in[0], p->loss_op);
+        } else if (i == ex->lm_bwd_op) {
+            act_touch(p, l, op->in[1], p->loss_op);
+            for (int k = 0; k < PLAN_OUT; k++) act_touch(p, l, op->out[k], p->loss_op);
+        } else if (i == p->loss_op || into == p->loss_op) {
+            act_touch(p, l, op->in[1], p->loss_op); /* the labels; the logits are never stored */
+        } else {
+            act_touch_all(p, l, op, into >= 0 ? into : i);
+        }
+    }
+}
+
+/* Bytes per element on the device: the fp32 outputs of the kernels (cuda_gen.h's table). */
+static void act_widths(const Plan *p, CudaActLayout *l) {
+    for (int32_t t = 0; t < p->n_tensors; t++) l->width[t] = p->tensors[t].dtype == PLAN_I32 ? 4 : 2;
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        const PlanOp *op = &p->ops[i];
+        int32_t f32[4] = {-1, -1, -1, -1};
+        switch ((PlanOpKind)op->kind) {
+        case OP_RMSNORM: f32[0] = op->out[1]; break;                              /* rstd */
+        case OP_ATTENTION: f32[0] = op->out[1]; break;                            /* lse */
+        case OP_ATTENTION_BWD: f32[0] = op->tmp[0]; break;                        /* delta */
+        case OP_RMSNORM_BWD: f32[0] = op->out[1]; break;                          /* colsum_finish: dw */
+        case OP_EMBED_BWD: f32[0] = op->out[0]; break;                            /* dtable */
+        case OP_LINEAR_BWD: f32[0] = op->out[2], f32[1] = op->out[3], f32[2] = op->out[4]; break; /* dbias dA dB */
+        default: break;
+        }
+        for (int k = 0; k < 4; k++)
+            if (f32[k] >= 0) l->width[f32[k]] = 4;
+    }
+}
+
+typedef struct {
+    int64_t bytes;
+    int32_t first, id;
+} ActKey;
+
+/* largest first, then earliest, then by id (graph.c's order): every run lays out alike */
+static int cmp_act(const void *a, const void *b) {
+    const ActKey *x = a, *y = b;
+    if (x->bytes != y->bytes) return x->bytes > y->bytes ? -1 : 1;
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+typedef struct {
+    int64_t off, end;
+} ActSpan;
+
+static int cmp_span(const void *a, const void *b) {
+    const ActSpan *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* First-fit by decreasing size among the tensors whose lives overlap; with guard > 0 every
+ * tensor after the last, `guard` bytes apart and from both ends. */
+static void act_place(const Plan *p, CudaActLayout *l, int64_t guard) {
+    ActKey *keys = xmalloc((size_t)p->n_tensors * sizeof *keys + 1);
+    int32_t n = 0;
+    for (int32_t t = 0; t < p->n_tensors; t++)
+        if (l->first[t] >= 0) keys[n++] = (ActKey){align_bytes(p->tensors[t].numel * l->width[t]), l->first[t], t};
+    qsort(keys, (size_t)n, sizeof *keys, cmp_act);
+    ActSpan *busy = xmalloc((size_t)n * sizeof *busy + 1);
+    l->bytes = guard;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t x = keys[i].id;
+        int64_t off = 0, need = keys[i].bytes;
+        if (guard > 0) {
+            off = l->bytes;
+        } else {
+            int nb = 0;
+            for (int32_t j = 0; j < i; j++) {
+                const int32_t y = keys[j].id;
+                if (l->first[y] <= l->last[x] && l->first[x] <= l->last[y])
+                    busy[nb++] = (ActSpan){l->at[y], l->at[y] + keys[j].bytes};
+            }
+            qsort(busy, (size_t)nb, sizeof *busy, cmp_span);
+            for (int k = 0; k < nb; k++) {
+                if (busy[k].off - off >= need) break;
+                if (busy[k].end > off) off = busy[k].end;
+            }
+        }
+        l->at[x] = off;
+        if (off + need + guard > l->bytes) l->bytes = off + need + guard;
+    }
+    free(busy);
+    free(keys);
+}
+
+static void lay_out_act(const ExecCuda *ex, int64_t guard, CudaActLayout *l) {
+    const Plan *p = ex->plan;
+    const size_t n = (size_t)p->n_tensors + 1;
+    l->at = xmalloc(n * sizeof *l->at), l->width = xmalloc(n), l->first = xmalloc(n * sizeof *l->first);
+    l->last = xmalloc(n * sizeof *l->last);
+    for (int32_t t = 0; t < p->n_tensors; t++) l->at[t] = -1, l->first[t] = l->last[t] = -1;
+    act_lifetimes(ex, l);
+    act_widths(p, l);
+    act_place(p, l, guard);
+}
+
+void exec_cuda_act_layout_free(CudaActLayout *l) {
+    free(l->at), free(l->width), free(l->first), free(l->last);
+    memset(l, 0, sizeof *l);
+}
+
+bool exec_cuda_act_layout(const Plan *plan, const char *launches, size_t len, int64_t guard, CudaActLayout *l,
+                          char *err, size_t errlen) {
+    ExecCuda ex = {.plan = plan, .optimizer = {-1, -1, -1}};
+    memset(l, 0, sizeof *l);
+    bool ok = parse_launches(&ex, launches, len, err, errlen) && find_lm_head(&ex, err, errlen);
+    if (ok) lay_out_act(&ex, guard, l);
+    free(ex.kernels), free(ex.ops);
+    return ok;
+}
+
 ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
                         size_t errlen) {
     CuDrv *d = cudrv_open(device, err, errlen);
@@ -265,7 +444,14 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
     for (int32_t i = 0, k = 0; i < plan->n_params; i++) /* as cuda_gen.c's adamw_flags: lora_B and 1-D */
         if (plan->params[i].trainable)
             ex->group[k++] = plan->params[i].kind == PARAM_LORA_B || plan->params[i].ndim == 1;
-    if (!load_kernels(ex, payload, err, errlen) || !find_lm_head(ex, err, errlen) || !allocate(ex, log, err, errlen)) {
+    const char *check = getenv("LLFC_CUDA_CHECK_BOUNDS");
+    ex->guard = check && *check == '1' ? ACT_ALIGN : 0;
+    if (!load_kernels(ex, payload, err, errlen) || !find_lm_head(ex, err, errlen)) {
+        exec_cuda_free(ex);
+        return NULL;
+    }
+    lay_out_act(ex, ex->guard, &ex->act);
+    if (!allocate(ex, log, err, errlen)) {
         exec_cuda_free(ex);
         return NULL;
     }
@@ -274,12 +460,14 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
 
 void exec_cuda_free(ExecCuda *ex) {
     if (!ex) return;
-    CuPtr *ptrs[] = {&ex->region[0], &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
+    CuPtr *ptrs[] = {&ex->master, &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
                      &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
                      &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
     cudrv_close(ex->d);
     free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable), free(ex->group);
+    exec_cuda_act_layout_free(&ex->act);
+    free(ex->act_host), free(ex->placed);
     free(ex);
 }
 
@@ -305,13 +493,31 @@ static uint16_t to_bf16(float f) { /* round to nearest even, as common.cuh's f32
     return (uint16_t)(u >> 16);
 }
 
+/* The host copies of the parameters with a device master, packed in the optimizer's order
+ * (to_host = false), or unpacked back into the host copies (to_host = true). */
+static void pack_masters(ExecCuda *ex, float *packed, bool to_host) {
+    const Plan *p = ex->plan;
+    int64_t k = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        if (!has_master(&p->params[i])) continue;
+        const PlanTensor *t = &p->tensors[p->params[i].tensor];
+        float *host = ex->host[0] + t->offset;
+        if (to_host) memcpy(host, packed + k, (size_t)t->numel * sizeof *host);
+        else memcpy(packed + k, host, (size_t)t->numel * sizeof *host);
+        k += t->numel;
+    }
+}
+
 bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
     const int64_t n = ex->plan->region_size[PLAN_PARAM];
     uint16_t *h = xmalloc((size_t)n * 2 + 2);
     for (int64_t i = 0; i < n; i++) h[i] = to_bf16(ex->host[0][i]);
-    bool ok = cudrv_put(ex->d, ex->region[PLAN_PARAM], ex->host[0], (size_t)n * 4, "upload weights", err, errlen) &&
-              cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload bf16 weights", err, errlen);
+    bool ok = cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload bf16 weights", err, errlen);
     free(h);
+    float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
+    pack_masters(ex, packed, false);
+    ok = ok && cudrv_put(ex->d, ex->master, packed, (size_t)ex->n_state * 4, "upload weights", err, errlen);
+    free(packed);
     if (ok && opt) {
         if (opt->offset[opt->n_params] != ex->n_state)
             return errf(err, errlen, "AdamW state of %lld values for %lld trainable values",
@@ -322,9 +528,13 @@ bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errle
     return ok;
 }
 
+/* Only the trained parameters come back: the host copy of every other one (frozen base weights)
+ * is the truth, the device has them in bf16 only. */
 bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen) {
-    bool ok = cudrv_get(ex->d, ex->host[0], ex->region[PLAN_PARAM], (size_t)ex->plan->region_size[PLAN_PARAM] * 4,
-                        "download weights", err, errlen);
+    float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
+    bool ok = cudrv_get(ex->d, packed, ex->master, (size_t)ex->n_state * 4, "download weights", err, errlen);
+    if (ok) pack_masters(ex, packed, true);
+    free(packed);
     if (ok && opt && opt->offset[opt->n_params] == ex->n_state)
         ok = cudrv_get(ex->d, opt->m, ex->m, (size_t)ex->n_state * 4, "download AdamW state", err, errlen) &&
              cudrv_get(ex->d, opt->v, ex->v, (size_t)ex->n_state * 4, "download AdamW state", err, errlen);
@@ -385,11 +595,16 @@ static void arg_i32(Args *a, int32_t i) {
 }
 
 /* A tensor's device address: parameters as their bf16 copy (what kernels and products read),
- * everything else in its region at 4 bytes per element; -1 is NULL. */
+ * activations where the device layout put them, gradients and inputs in their region at 4 bytes
+ * per element; -1 is NULL. */
 static CuPtr dptr(const ExecCuda *ex, int32_t id) {
     if (id < 0) return 0;
     const PlanTensor *t = &ex->plan->tensors[id];
     if (t->region == PLAN_PARAM) return ex->shadow + (CuPtr)t->offset * 2;
+    if (t->region == PLAN_ACT) {
+        assert(ex->act.at[id] >= 0); /* every tensor a launch touches has bytes (act_lifetimes) */
+        return ex->region[PLAN_ACT] + (CuPtr)ex->act.at[id];
+    }
     return ex->region[t->region] + (CuPtr)t->offset * 4;
 }
 
@@ -636,11 +851,39 @@ static bool prepare(ExecCuda *ex, const ExecBatch *b, char *err, size_t errlen) 
            cudrv_put(ex->d, ex->inv_freq, ex->inv_freq_h, sizeof ex->inv_freq_h, "upload rope frequencies", err, errlen);
 }
 
+/* LLFC_CUDA_CHECK_BOUNDS: after op i, every byte of ACT outside the tensors still holds the
+ * poison allocate wrote (the layout put each tensor `guard` bytes from the next). */
+static bool check_bounds(ExecCuda *ex, int32_t i) {
+    const Plan *p = ex->plan;
+    if (!ex->guard) return true;
+    if (!cudrv_get(ex->d, ex->act_host, ex->region[PLAN_ACT], (size_t)ex->act.bytes, "check activation bounds",
+                   ex->err, ex->errlen))
+        return false;
+    int64_t from = 0; /* the gap after tensor `prev` (-1: the buffer's start) up to the next one */
+    for (int32_t j = 0; j <= ex->n_placed; j++) {
+        const int32_t prev = j > 0 ? ex->placed[j - 1] : -1, next = j < ex->n_placed ? ex->placed[j] : -1;
+        const int64_t to = next >= 0 ? ex->act.at[next] : ex->act.bytes;
+        int64_t bad = -1, last_bad = -1; /* the first and last changed byte of the gap */
+        for (int64_t k = from; k < to; k++)
+            if (ex->act_host[k] != GUARD_BYTE) last_bad = k, bad = bad < 0 ? k : bad;
+        if (bad >= 0) {
+            const bool after = prev >= 0 && (next < 0 || bad - from < to - last_bad);
+            const int32_t t = after ? prev : next;
+            return errf(ex->err, ex->errlen, "op %d (%s) wrote up to %lld bytes %s %s (%lld elements of %d bytes)",
+                        (int)i, plan_op_name((PlanOpKind)p->ops[i].kind),
+                        (long long)(after ? last_bad - from + 1 : to - bad), after ? "past the end of" : "before",
+                        p->tensors[t].name, (long long)p->tensors[t].numel, ex->act.width[t]);
+        }
+        if (next >= 0) from = ex->act.at[next] + p->tensors[next].numel * ex->act.width[next];
+    }
+    return true;
+}
+
 bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = true;
     for (int32_t i = 0; i < ex->plan->n_ops; i++)
-        if (!run_op(ex, i, grad_scale, loss)) return false;
+        if (!run_op(ex, i, grad_scale, loss) || !check_bounds(ex, i)) return false;
     return true;
 }
 
@@ -648,8 +891,8 @@ bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *e
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = false;
     for (int32_t i = 0; i < ex->plan->n_forward; i++)
-        if (!run_op(ex, i, 0, NULL)) return false;
-    return run_op(ex, ex->plan->loss_op, 0, loss);
+        if (!run_op(ex, i, 0, NULL) || !check_bounds(ex, i)) return false;
+    return run_op(ex, ex->plan->loss_op, 0, loss) && check_bounds(ex, ex->plan->loss_op);
 }
 
 // --- AdamW on the GPU (adamw.cuh)
@@ -685,7 +928,7 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
     Args a = {0}, b = {0}, u = {0};
     arg_u64(&a, ex->partial), arg_u64(&a, ex->region[PLAN_GRAD]);
     arg_u64(&b, ex->norm_coef), arg_u64(&b, ex->partial), arg_f32(&b, max_norm > 0 ? (float)max_norm : 0.0f);
-    arg_u64(&u, ex->region[PLAN_PARAM]), arg_u64(&u, ex->shadow), arg_u64(&u, ex->region[PLAN_GRAD]);
+    arg_u64(&u, ex->master), arg_u64(&u, ex->shadow), arg_u64(&u, ex->region[PLAN_GRAD]);
     arg_u64(&u, ex->m), arg_u64(&u, ex->v), arg_u64(&u, ex->norm_coef);
     u.ptr[u.n++] = &w; /* the struct by value: cuLaunchKernel copies sizeof(AdamWArgs) bytes from here */
     float norm_coef[2];

@@ -3,8 +3,10 @@
  * matrix products through cuBLASLt (runtime/cudrv.h). The same calls as exec_cpu.h, so the
  * trainer drives both the same way; what differs:
  *
- *   - storage (compiler/cuda_gen.h): fp32 master weights with a bf16 copy every kernel and
- *     product reads, fp32 gradients and AdamW moments, bf16 activations, fp32 statistics;
+ *   - storage (compiler/cuda_gen.h): a bf16 copy of every weight, which every kernel and product
+ *     reads, and fp32 masters of the trained weights only (frozen ones live in bf16 on the GPU,
+ *     their host copy stays the truth); fp32 gradients and AdamW moments; activations at 2 bytes
+ *     (bf16) and fp32 statistics at 4, laid out by the executor (exec_cuda_act_layout);
  *   - the loss is computed over vocabulary chunks with the LM head's products (the full
  *     logits are never stored), so exec_cuda_forward returns the loss only;
  *   - AdamW, the gradient norm and clipping run on the GPU (exec_cuda_adamw);
@@ -14,6 +16,10 @@
  *
  * Device memory is one allocation per region of the plan, made once; nothing is allocated per
  * step. Every failing CUDA call names the call, the op and the kernel it served.
+ *
+ * LLFC_CUDA_CHECK_BOUNDS=1 (for tests): every activation gets bytes of its own between poisoned
+ * guards, checked after every op; a kernel that writes past its tensor stops the run, naming
+ * the op and the tensor.
  */
 #ifndef LLFC_EXEC_CUDA_H
 #define LLFC_EXEC_CUDA_H
@@ -78,5 +84,22 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
  * ncclAllReduce over the gradient region (the trainable parameters' fp32 gradients, contiguous). */
 NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *absent, char *err, size_t errlen);
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
+
+/* Where the device keeps the plan's ACT tensors (exec_cuda.c's "device layout"): the same
+ * first-fit rule as the plan's, with the device's widths and the lifetimes of the executor's
+ * launches. */
+typedef struct {
+    int64_t *at;           /* per tensor: byte offset in the ACT buffer; -1 when the device keeps no
+                              bytes for it (another region, or nothing launched touches it) */
+    uint8_t *width;        /* per tensor: bytes per element on the device (bf16 2; fp32, int32 4) */
+    int32_t *first, *last; /* per tensor: the ops whose launches first and last touch it; -1 */
+    int64_t bytes;         /* the ACT buffer */
+} CudaActLayout;
+
+/* The layout exec_cuda_new makes for `plan` and its cuda/launches.txt (the payload's), with
+ * `guard` poisoned bytes around every tensor and no sharing when guard > 0. */
+bool exec_cuda_act_layout(const Plan *plan, const char *launches, size_t len, int64_t guard, CudaActLayout *l,
+                          char *err, size_t errlen);
+void exec_cuda_act_layout_free(CudaActLayout *l);
 
 #endif

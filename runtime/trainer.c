@@ -1075,7 +1075,7 @@ int trainer_run(const Recipe *r, const Payload *p) {
         // the GPU computes in bf16 whatever the recipe says (decision: fp16 and fp32 compute are
         // not built on the GPU path); the CPU executor always in fp32
         const char *precision = run.gpu ? (R_BOOL(r, fp16) ? "bf16 (fp16 is not built on GPUs yet), fp32 master weights"
-                                                           : "bf16, fp32 master weights and AdamW state")
+                                                           : "bf16, fp32 masters of the trained weights, AdamW state")
                                         : R_BOOL(r, bf16) || R_BOOL(r, fp16) ? "fp32; bf16/fp16 apply on GPUs" : "fp32";
         fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld x %d rank%s, accumulation %lld, "
                 "%lld steps, %s on the %s executor (%s), %zu trainable tensors\n",

@@ -5,6 +5,12 @@
  * reference). Each step's loss and gradient norm must agree within bf16 tolerance, and the
  * weights the CUDA run wrote (copied back from the "device") must be close to the CPU run's.
  *
+ * Each CUDA run also checks what the executor says it allocates (the "device memory:" line
+ * against the plan: bf16 copies of every weight, fp32 masters of the trained ones only, the
+ * activation layout at 2 bytes per bf16 element with no two live tensors sharing a byte), and
+ * runs a second time with LLFC_CUDA_CHECK_BOUNDS=1 (every activation between poisoned guards,
+ * checked after each op), which must give the same curve.
+ *
  * This checks the executor's logic end to end: launch order and arguments, the memory layout,
  * every product's shape and transpose, the chunked loss with the LM head's backward, dropout
  * masks, AdamW and clipping on the device, gradient accumulation, checkpointed layers, and
@@ -19,8 +25,11 @@
 
 #include <math.h>
 
+#include "exec_cuda.h"
+#include "graph.h"
 #include "json.h"
 #include "nvrtc.h"
+#include "payload.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -114,6 +123,102 @@ static double weights_gap(const char *a_path, const char *b_path) {
     return scale > 0 ? gap / scale : gap;
 }
 
+/* A number after `key` in the "device memory:" line `mem`; fails when it is not there. */
+static double mib_after(const char *mem, const char *key) {
+    const char *at = strstr(mem, key);
+    if (!at) fail_msg("no '%s' in: %s", key, mem);
+    return strtod(at + strlen(key), NULL);
+}
+
+static bool same_mib(double printed, int64_t bytes) {
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.1f", printed);
+    snprintf(b, sizeof b, "%.1f", (double)bytes / (1 << 20));
+    return !strcmp(a, b);
+}
+
+/* The trainer's "device memory: ..." line says what its plan asks for: the bf16 copy of every
+ * weight (2 bytes), fp32 masters of the trained ones only (frozen base weights have none), and
+ * the executor's activation layout, which is checked here: 2 bytes per bf16 element, 4 per fp32
+ * statistic, tensors whose lives overlap never share a byte, and less than the plan's 4-byte
+ * slots. */
+static void device_memory_is_planned(const char *name, const char *trainer, const char *out) {
+    const char *mem = strstr(out, "device memory:");
+    if (!mem) fail_msg("%s: no device memory line in\n%s", name, out);
+    printf("  %-18s %.*s\n", name, (int)strcspn(mem, "\n"), mem);
+    char err[ERR_LEN];
+    Payload *pl = payload_open(trainer, err, sizeof err);
+    if (!pl) fail_msg("%s", err);
+    const PayloadEntry *pe = payload_find(pl, "plan.bin"), *le = payload_find(pl, "cuda/launches.txt");
+    assert_non_null(pe);
+    assert_non_null(le);
+    Plan *p = plan_deserialize(pe->data, pe->size, err, sizeof err);
+    if (!p) fail_msg("%s", err);
+    CudaActLayout l;
+    if (!exec_cuda_act_layout(p, le->data, le->size, 0, &l, err, sizeof err)) fail_msg("%s", err);
+    int64_t trained = 0, all = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        const PlanParam *pp = &p->params[i];
+        all += p->tensors[pp->tensor].numel;
+        if (pp->trainable && pp->grad >= 0) trained += p->tensors[pp->tensor].numel;
+    }
+    const double fp32 = mib_after(mem, "weights "), bf16 = mib_after(mem, "fp32 trained + ");
+    const double act = mib_after(mem, "activations ");
+    if (!same_mib(fp32, trained * 4) || !same_mib(bf16, p->region_size[PLAN_PARAM] * 2) || !same_mib(act, l.bytes))
+        fail_msg("%s: printed weights %.1f fp32 + %.1f bf16, activations %.1f MiB; the plan gives %.2f, %.2f, %.2f",
+                 name, fp32, bf16, act, (double)trained * 4 / (1 << 20), (double)p->region_size[PLAN_PARAM] * 2 / (1 << 20),
+                 (double)l.bytes / (1 << 20));
+    if (p->finetune != FT_FULL) assert_true(trained < all / 2); /* the frozen base has no master */
+    int64_t f32 = 0, placed = 0;
+    for (int32_t a = 0; a < p->n_tensors; a++) {
+        if (l.at[a] < 0) continue;
+        const PlanTensor *ta = &p->tensors[a];
+        const int64_t end_a = l.at[a] + ta->numel * l.width[a];
+        placed++;
+        f32 += l.width[a] == 4;
+        assert_int_equal(ta->region, PLAN_ACT);
+        assert_int_equal(l.at[a] % 64, 0);
+        assert_true(end_a <= l.bytes);
+        assert_true(l.width[a] == 2 || l.width[a] == 4);
+        if (strstr(ta->name, "rstd") || strstr(ta->name, "lse")) assert_int_equal(l.width[a], 4);
+        for (int32_t b = a + 1; b < p->n_tensors; b++) {
+            if (l.at[b] < 0 || l.first[b] > l.last[a] || l.first[a] > l.last[b]) continue;
+            const int64_t end_b = l.at[b] + p->tensors[b].numel * l.width[b];
+            if (l.at[a] < end_b && l.at[b] < end_a)
+                fail_msg("%s: %s and %s live at once in the same bytes", name, ta->name, p->tensors[b].name);
+        }
+    }
+    assert_true(f32 > 0);
+    assert_true(l.bytes < p->region_size[PLAN_ACT] * 4);
+    printf("  %-18s layout: %lld activations (%lld fp32) in %.3f MiB, the plan's 4-byte slots %.3f MiB; weights "
+           "%.3f MiB fp32 for %lld trained of %lld values\n", name, (long long)placed, (long long)f32,
+           (double)l.bytes / (1 << 20), (double)p->region_size[PLAN_ACT] * 4 / (1 << 20),
+           (double)trained * 4 / (1 << 20), (long long)trained, (long long)all);
+    exec_cuda_act_layout_free(&l);
+    plan_free(p);
+    payload_close(pl);
+}
+
+/* The CUDA run again with LLFC_CUDA_CHECK_BOUNDS=1: every activation between poisoned guards,
+ * checked after each op (a kernel that writes past its tensor stops the run), and the same
+ * curve as the run in `gpu_dir` (the layout moves bytes, not arithmetic). */
+static void bounds_are_kept(const char *name, const char *trainer, const char *gpu_dir, const char *args) {
+    const char *real = getenv("LLFC_CUDA_REAL");
+    char *dir = xprintf("%s_bounds", gpu_dir), *out;
+    char *cmd = xprintf("LLFC_CUDA_CHECK_BOUNDS=1 %s %s device=cuda output_dir=%s %s",
+                        real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh", trainer, dir, args);
+    int rc = test_shell(&out, cmd);
+    if (rc != 0 || !strstr(out, "unshared, with bounds guards")) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    Curve a = read_curve(gpu_dir), b = read_curve(dir);
+    assert_int_equal(a.n, b.n);
+    for (int i = 0; i < a.n; i++)
+        if (a.loss[i] != b.loss[i] || a.grad_norm[i] != b.grad_norm[i])
+            fail_msg("%s step %d: loss %.9g / %.9g, grad_norm %.9g / %.9g with bounds guards", name, i + 1, a.loss[i],
+                     b.loss[i], a.grad_norm[i], b.grad_norm[i]);
+    printf("  %-18s with bounds guards: no kernel wrote outside its activation, same %d steps\n", name, a.n);
+    free(out), free(cmd), free(dir);
+}
+
 /* Compile `recipe` with `overrides`, train it on both executors (with the launcher's `flags`),
  * compare; the CUDA run must print `must_say`. */
 static void runs_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
@@ -135,8 +240,12 @@ static void runs_agree(const char *name, const char *model, const char *override
     int rc = test_shell(&out, cmd);
     if (rc != 0 || !strstr(out, "on the CUDA executor") || !strstr(out, must_say))
         fail_msg("%s: exit %d (wanted '%s')\n%s", cmd, rc, must_say, out);
+    device_memory_is_planned(name, trainer, out);
     free(out);
     free(cmd);
+    char *args = xprintf("%s %s", flags, more);
+    bounds_are_kept(name, trainer, gpu_dir, args);
+    free(args);
     cmd = xprintf("%s %s device=cpu output_dir=%s %s", trainer, flags, cpu_dir, more);
     free(more);
     must(cmd);
@@ -215,6 +324,17 @@ static void test_two_ranks_over_nccl(void **state) {
     free(nccl_dir), free(tcp_dir), free(model);
 }
 
+/* Freeze: the last layer trains, everything else has no fp32 master on the device and its host
+ * copy is what the written model holds. */
+static void test_llama_freeze(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    both_executors_agree("llama_freeze", model, "max_steps=4 finetuning_type=freeze freeze_trainable_layers=1 "
+                         "learning_rate=1e-4", "model.safetensors", 0.02);
+    free(model);
+}
+
 /* A random model of the family (llfc init-model) with stories260K's tokenizer (vocab 512). */
 static char *family_model(const char *family, const char *tok) {
     char *dir = xprintf("%s/%s_model", tmp, family);
@@ -281,6 +401,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_ranks_over_nccl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llama_freeze, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),

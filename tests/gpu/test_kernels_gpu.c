@@ -550,7 +550,7 @@ static void test_adamw(void **state) {
     const Plan *p = g->plan;
     const int64_t PN = p->region_size[PLAN_PARAM], GN = p->region_size[PLAN_GRAD];
     float *params = randv(PN, 1, 61), *grads = randv(GN, 3, 62);
-    Dev *dp = dev_put(params, PN, false), *dpb = dev_new(PN, true), *dg = dev_put(grads, GN, false);
+    Dev *dpb = dev_new(PN, true), *dg = dev_put(grads, GN, false);
     /* the CPU side, as the trainer runs it */
     OptParam *op = xcalloc((size_t)p->n_params, sizeof *op);
     size_t n = 0;
@@ -562,7 +562,10 @@ static void test_adamw(void **state) {
                              p->tensors[pp->tensor].numel, pp->decay, 1.0};
         state_n += p->tensors[pp->tensor].numel;
     }
-    float *zeros = xcalloc((size_t)state_n, 4);
+    /* the fp32 masters of the trainable parameters, packed as m and v (adamw.cuh) */
+    float *zeros = xcalloc((size_t)state_n, 4), *masters = xcalloc((size_t)state_n, 4);
+    for (size_t i = 0, k = 0; i < n; k += (size_t)op[i].n, i++) memcpy(masters + k, op[i].value, (size_t)op[i].n * 4);
+    Dev *dp = dev_put(masters, state_n, false);
     Dev *dm = dev_put(zeros, state_n, false), *dv = dev_put(zeros, state_n, false);
     AdamWConfig cfg = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
     AdamW opt;
@@ -586,17 +589,17 @@ static void test_adamw(void **state) {
     float got_nc[2];
     CU_CHECK(cu.dtoh(got_nc, nc->p, 8));
     if (!(fabsf(got_nc[0] - norm) <= 1e-5f * norm)) fail_msg("grad norm: gpu %g, reference %g", (double)got_nc[0], (double)norm);
-    /* the trainable parameters only (the PARAM region holds frozen ones too in other plans) */
+    /* the packed masters against the trainable parameters of the reference */
     float *got = dev_get(dp);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0, k = 0; i < n; k += (size_t)op[i].n, i++) {
         const int64_t off = op[i].value - params;
         for (int64_t e = 0; e < op[i].n; e++)
-            if (!(fabsf(got[off + e] - params[off + e]) <= 1e-6f + 1e-5f * fabsf(params[off + e])))
-                fail_msg("adamw %s[%lld]: gpu %g, reference %g", op[i].name, (long long)e, (double)got[off + e],
+            if (!(fabsf(got[k + e] - params[off + e]) <= 1e-6f + 1e-5f * fabsf(params[off + e])))
+                fail_msg("adamw %s[%lld]: gpu %g, reference %g", op[i].name, (long long)e, (double)got[k + e],
                          (double)params[off + e]);
     }
     fprintf(stderr, "      adamw: %zu tensors, grad norm %.6f, every element within 1e-5\n", n, (double)got_nc[0]);
-    free(got), free(params), free(grads), free(zeros), free(op);
+    free(got), free(params), free(grads), free(zeros), free(masters), free(op);
     optim_free(&opt);
     gpu_free(g);
 }
