@@ -107,17 +107,24 @@ static float *new_arena(const Plan *plan, const bool keep[PLAN_REGIONS], float *
     return arena;
 }
 
-ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen) {
-    const bool all[PLAN_REGIONS] = {true, true, true, true};
+/* An executor over an arena of the regions `keep` names (the others' tensors have no place yet). */
+static ExecCpu *new_executor(const Plan *plan, uint64_t seed, const bool keep[PLAN_REGIONS], char *err,
+                             size_t errlen) {
     float *region[PLAN_REGIONS];
-    float *arena = new_arena(plan, all, region, err, errlen);
+    float *arena = new_arena(plan, keep, region, err, errlen);
     if (!arena) return NULL;
     ExecCpu *ex = xcalloc(1, sizeof *ex);
     ex->plan = plan, ex->seed = seed, ex->arena = arena;
     memcpy(ex->region, region, sizeof region);
     ex->at = tensor_places(plan, region);
     map_ops(ex);
-    exec_params_views_at(plan, ex->at, &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
+    return ex;
+}
+
+ExecCpu *exec_cpu_new(const Plan *plan, uint64_t seed, char *err, size_t errlen) {
+    const bool all[PLAN_REGIONS] = {true, true, true, true};
+    ExecCpu *ex = new_executor(plan, seed, all, err, errlen);
+    if (ex) exec_params_views_at(plan, ex->at, &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
     return ex;
 }
 
@@ -404,17 +411,11 @@ static void lay_out_shard(ExecCpu *ex, Shard *s) {
 
 ExecCpu *exec_cpu_new_sharded(const Plan *plan, uint64_t seed, const ExecShard *shard, char *err, size_t errlen) {
     const bool keep[PLAN_REGIONS] = {false, false, true, true}; // the micro-batch and activations
-    float *region[PLAN_REGIONS];
-    float *arena = new_arena(plan, keep, region, err, errlen);
-    if (!arena) return NULL;
-    ExecCpu *ex = xcalloc(1, sizeof *ex);
-    ex->plan = plan, ex->seed = seed, ex->arena = arena;
-    memcpy(ex->region, region, sizeof region);
-    ex->at = tensor_places(plan, region);
+    ExecCpu *ex = new_executor(plan, seed, keep, err, errlen);
+    if (!ex) return NULL;
     Shard *s = ex->shard = xcalloc(1, sizeof *s);
     s->cfg = *shard;
     s->cfg_layers = (int32_t)plan->L;
-    map_ops(ex);
     if (!shardable(ex, err, errlen)) {
         exec_cpu_free(ex);
         return NULL;

@@ -18,6 +18,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -48,6 +52,37 @@ static inline char *test_shared_path(const char *rel) {
         skip();                                                                               \
         return; /* skip() does not return; this says so to the compiler */                  \
     }
+
+/* A loopback TCP port nobody listens on now (the kernel's pick), for a test's rendezvous. */
+static inline int test_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A forked rank's end: it exited, with status 0. */
+static inline void test_wait_ok(pid_t kid) {
+    int st;
+    assert_int_equal(waitpid(kid, &st, 0), kid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* body(rank, world, port) as `world` processes meeting at one free port (rank 0 is this one);
+ * every one must return 0. */
+static inline void test_ranks(int world, int (*body)(int rank, int world, int port)) {
+    int port = test_free_port();
+    pid_t kids[16];
+    assert_true(world <= 16);
+    for (int r = 1; r < world; r++)
+        if ((kids[r - 1] = fork()) == 0) _exit(body(r, world, port));
+    assert_int_equal(body(0, world, port), 0);
+    for (int r = 1; r < world; r++) test_wait_ok(kids[r - 1]);
+}
 
 /* A fresh folder under /tmp, malloc'd; the test removes it with test_rm_rf. */
 static inline char *test_tmpdir(void) {

@@ -133,17 +133,6 @@ static void test_first_host_of_slurm_lists(void **state) {
 
 // --- real processes
 
-static int free_port(void) {
-    // rank 0 of a throwaway group picks nothing; ask the kernel through a launcher-like bind
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static DistPlace make_place(int rank, int world, int port) {
     DistPlace p = {.rank = rank, .world_size = world, .local_rank = rank, .local_world_size = world,
                    .master_port = port, .source = DIST_TORCHRUN};
@@ -188,19 +177,7 @@ static int rank_body(int rank, int world, int port) {
 
 static void test_three_ranks_meet_and_reduce(void **state) {
     (void)state;
-    int port = free_port();
-    pid_t kids[2];
-    for (int r = 1; r <= 2; r++) {
-        kids[r - 1] = fork();
-        if (kids[r - 1] == 0) _exit(rank_body(r, 3, port));
-    }
-    assert_int_equal(rank_body(0, 3, port), 0);
-    for (int i = 0; i < 2; i++) {
-        int st;
-        waitpid(kids[i], &st, 0);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
-    }
+    test_ranks(3, rank_body);
 }
 
 // --- gradsync: buckets reduced on a thread, in the order posted
@@ -249,25 +226,13 @@ static int gradsync_body(int rank, int world, int port) {
 
 static void test_gradsync_reduces_buckets_in_post_order(void **state) {
     (void)state;
-    int port = free_port();
-    pid_t kids[2];
-    for (int r = 1; r <= 2; r++) {
-        kids[r - 1] = fork();
-        if (kids[r - 1] == 0) _exit(gradsync_body(r, 3, port));
-    }
-    assert_int_equal(gradsync_body(0, 3, port), 0);
-    for (int i = 0; i < 2; i++) {
-        int st;
-        waitpid(kids[i], &st, 0);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
-    }
+    test_ranks(3, gradsync_body);
 }
 
 static void test_unreachable_master_names_the_address(void **state) {
     (void)state;
     char err[ERR_LEN];
-    int port = free_port(); // nobody listens there
+    int port = test_free_port(); // nobody listens there
     DistPlace p = make_place(1, 2, port);
     assert_null(dist_connect(&p, 1, err, sizeof err));
     char *want = xprintf("rank 1 cannot reach the rendezvous at 127.0.0.1:%d (MASTER_ADDR:MASTER_PORT) "
@@ -278,7 +243,7 @@ static void test_unreachable_master_names_the_address(void **state) {
 
 static void test_a_dead_rank_is_named(void **state) {
     (void)state;
-    int port = free_port();
+    int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) { // joins, then dies before the first reduce
         char err[ERR_LEN];
@@ -299,7 +264,7 @@ static void test_a_dead_rank_is_named(void **state) {
 
 static void test_a_hung_rank_is_named(void **state) {
     (void)state;
-    int port = free_port();
+    int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) {
         char err[ERR_LEN];

@@ -99,16 +99,6 @@ static void test_one_rank_with_the_fake(void **state) {
 
 // --- real processes
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static DistGroup *meet(int rank, int world, int port, int timeout_s) {
     char err[ERR_LEN];
     DistPlace p = {.rank = rank, .world_size = world, .local_rank = rank, .local_world_size = world,
@@ -165,30 +155,17 @@ static int collectives_body(int rank, int world, int port) {
     return bad;
 }
 
-static void wait_ok(pid_t kid) {
-    int st;
-    assert_int_equal(waitpid(kid, &st, 0), kid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
-
 static void test_three_ranks_sum_exactly(void **state) {
     (void)state;
     setenv("LLFC_NCCL", fake_path, 1);
-    int port = free_port();
-    pid_t kids[2];
-    for (int r = 1; r <= 2; r++)
-        if ((kids[r - 1] = fork()) == 0) _exit(collectives_body(r, 3, port));
-    assert_int_equal(collectives_body(0, 3, port), 0);
-    wait_ok(kids[0]);
-    wait_ok(kids[1]);
+    test_ranks(3, collectives_body);
     unsetenv("LLFC_NCCL");
 }
 
 static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
     (void)state;
     setenv("LLFC_NCCL", fake_path, 1);
-    int port = free_port();
+    int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) {
         char err[ERR_LEN] = "";
@@ -208,7 +185,7 @@ static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
     assert_true(absent);
     if (!strstr(err, "NCCL not found on 1 of 2 ranks (rank 1 on host1 among them)")) fail_msg("got: %s", err);
     dist_close(g);
-    wait_ok(kid);
+    test_wait_ok(kid);
     unsetenv("LLFC_NCCL");
 }
 
@@ -216,7 +193,7 @@ static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
 static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
     (void)state;
     setenv("LLFC_NCCL", fake_path, 1);
-    int port = free_port();
+    int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) {
         char err[ERR_LEN] = "";
@@ -238,14 +215,14 @@ static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
     if (!strstr(err, "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)"))
         fail_msg("got: %s", err);
     dist_close(g);
-    wait_ok(kid);
+    test_wait_ok(kid);
     unsetenv("LLFC_NCCL");
 }
 
 static void test_a_rank_that_never_comes_times_out(void **state) {
     (void)state;
     setenv("LLFC_NCCL", fake_path, 1);
-    int port = free_port();
+    int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) { // opens the communicator, then never calls the collective
         char err[ERR_LEN];
