@@ -510,6 +510,7 @@ void cuda_unit_launches(const CudaUnit *u, const Plan *p, StrBuf *out) {
                  "# op INDEX KIND matmul=0|1 fused_into=OP|-1 KERNEL_INDEX...\n");
     sb_printf(out, "ce_vocab_chunk %" PRId64 "\ncolsum_scratch %" PRId64 "\nadamw_blocks %" PRId64 "\n",
               u->ce_vocab_chunk, u->colsum_scratch, u->adamw_blocks);
+    sb_printf(out, "adamw_chunk %d\n", ADAMW_CHUNK);
     sb_printf(out, "optimizer %d %d %d\n", (int)u->optimizer[0], (int)u->optimizer[1], (int)u->optimizer[2]);
     for (int32_t k = 0; k < u->n_kernels; k++) {
         const CudaKernel *c = &u->kernels[k];

@@ -51,10 +51,11 @@
  *   glu_bwd            out[0], out[1], in[0] dh, in[1] gate, in[2] up
  *   softcap_bwd        out[0], in[0] dy, in[1] x      accum  out[0], in[0]
  *   embedding_bwd      out[0] (fp32), in[1] ids, in[0] dout
- *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region);
- *                      grad_norm_finish(norm_coef (2 fp32: norm, clip coefficient), partial,
- *                      max_grad_norm); adamw_update(fp32 masters (packed as m and v), the bf16
- *                      PARAM region, GRAD region, m, v, norm_coef, AdamWArgs) (kernels/adamw.cuh)
+ *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region, block0);
+ *                      grad_norm_finish(norm_coef (2 fp32: norm, clip coefficient), sumsq (1
+ *                      double), partial, max_grad_norm, p0, p1); adamw_update(fp32 masters
+ *                      (packed as m and v), the bf16 PARAM region, GRAD region, m, v, norm_coef,
+ *                      AdamWArgs, block0, state0) (kernels/adamw.cuh; ZeRO's shares there)
  */
 #ifndef LLFC_CUDA_GEN_H
 #define LLFC_CUDA_GEN_H

@@ -10,13 +10,21 @@
  * first block of each parameter; a parameter takes ceil(numel / ADAMW_CHUNK) blocks).
  *
  *   grad_sumsq        one block per chunk: the chunk's sum of squares (double) into partial[]
- *   grad_norm_finish  one block: each parameter's norm (rounded to float, as torch), the norm of
- *                     those norms, and coef = max_norm / (norm + 1e-6) clamped to 1 (1 when
- *                     max_norm <= 0 or the norm is not finite); norm_coef[0] = norm, [1] = coef
+ *   grad_norm_finish  one block: each parameter's norm (rounded to float, as torch), the sum of
+ *                     their squares into sumsq[0], the norm of those norms, and coef = max_norm /
+ *                     (norm + 1e-6) clamped to 1 (1 when max_norm <= 0 or the norm is not
+ *                     finite); norm_coef[0] = norm, [1] = coef
  *   adamw_update      one block per chunk: g * coef, then optim.c's arithmetic, in the same
  *                     order with explicit _rn intrinsics so no multiply-add is contracted (the
  *                     C reference is built with fp-contract off); writes the fp32 master weight,
  *                     m, v and the bf16 shadow
+ *
+ * ZeRO (a rank updates parameters [p0, p1) of the tables only, a contiguous run): grad_sumsq and
+ * adamw_update are launched with that run's blocks, block0 = adamw_first_block[p0] naming the
+ * first; grad_norm_finish sums parameters [p0, p1) and the host sums sumsq over the ranks, then
+ * writes norm_coef itself; the master, m and v arrays hold that run's state only, state0 =
+ * adamw_state_offset[p0] being its first value. Without ZeRO: block0 = state0 = p0 = 0,
+ * p1 = ADAMW_NP.
  * Scalars that change every step (learning rate per group, bias corrections) come in AdamWArgs,
  * computed on the host in double and rounded once, as torch does. No host sync in between: the
  * norm stays on the device until the trainer logs it.
@@ -39,11 +47,11 @@ __device__ __forceinline__ int adamw_param_of_block(i64 blk) {
     return lo;
 }
 
-#define GRAD_SUMSQ_PARAMS double *partial, const float *grads
-#define GRAD_SUMSQ_ARGS partial, grads
+#define GRAD_SUMSQ_PARAMS double *partial, const float *grads, i64 block0
+#define GRAD_SUMSQ_ARGS partial, grads, block0
 __device__ __forceinline__ void grad_sumsq(GRAD_SUMSQ_PARAMS) {
     __shared__ double red[32];
-    const i64 blk = blockIdx.x;
+    const i64 blk = block0 + blockIdx.x;
     const int i = adamw_param_of_block(blk);
     const i64 e0 = (blk - adamw_first_block[i]) * ADAMW_CHUNK;
     const i64 e1 = min(e0 + ADAMW_CHUNK, adamw_numel[i]);
@@ -54,19 +62,21 @@ __device__ __forceinline__ void grad_sumsq(GRAD_SUMSQ_PARAMS) {
     if (threadIdx.x == 0) partial[blk] = total;
 }
 
-#define GRAD_NORM_FINISH_PARAMS float *norm_coef, const double *partial, float max_norm
-#define GRAD_NORM_FINISH_ARGS norm_coef, partial, max_norm
+#define GRAD_NORM_FINISH_PARAMS float *norm_coef, double *sumsq, const double *partial, float max_norm, int p0, int p1
+#define GRAD_NORM_FINISH_ARGS norm_coef, sumsq, partial, max_norm, p0, p1
 __device__ __forceinline__ void grad_norm_finish(GRAD_NORM_FINISH_PARAMS) {
     __shared__ double red[32];
     double acc = 0;
-    for (int i = threadIdx.x; i < ADAMW_NP; i += blockDim.x) {
+    for (int i = p0 + threadIdx.x; i < p1; i += blockDim.x) {
         double s = 0;
         for (i64 b = adamw_first_block[i]; b < adamw_first_block[i + 1]; b++) s += partial[b];
         const float ni = (float)sqrt(s);
         acc += (double)ni * ni;
     }
-    const float norm = (float)sqrt(block_sum(acc, red));
+    const double total = block_sum(acc, red);
+    const float norm = (float)sqrt(total);
     if (threadIdx.x != 0) return;
+    sumsq[0] = total;
     float coef = 1.0f;
     if (max_norm > 0 && isfinite(norm)) {
         const float c = max_norm / (norm + 1e-6f);
@@ -76,18 +86,18 @@ __device__ __forceinline__ void grad_norm_finish(GRAD_NORM_FINISH_PARAMS) {
 }
 
 #define ADAMW_UPDATE_PARAMS float *params, bf16 *params_bf16, const float *grads, float *m, \
-    float *v, const float *norm_coef, AdamWArgs a
-#define ADAMW_UPDATE_ARGS params, params_bf16, grads, m, v, norm_coef, a
+    float *v, const float *norm_coef, AdamWArgs a, i64 block0, i64 state0
+#define ADAMW_UPDATE_ARGS params, params_bf16, grads, m, v, norm_coef, a, block0, state0
 __device__ __forceinline__ void adamw_update(ADAMW_UPDATE_PARAMS) {
-    const i64 blk = blockIdx.x;
+    const i64 blk = block0 + blockIdx.x;
     const int i = adamw_param_of_block(blk);
     const i64 e0 = (blk - adamw_first_block[i]) * ADAMW_CHUNK;
     const i64 e1 = min(e0 + ADAMW_CHUNK, adamw_numel[i]);
     const int group = (adamw_flags[i] >> 1) & 1;
     const float decay_mul = (adamw_flags[i] & 1) ? a.decay_mul[group] : 1.0f;
     const float neg_step = a.neg_step[group], coef = norm_coef[1];
-    float *p = params + adamw_state_offset[i], *mi_ = m + adamw_state_offset[i],
-          *vi_ = v + adamw_state_offset[i];
+    const i64 at = adamw_state_offset[i] - state0;
+    float *p = params + at, *mi_ = m + at, *vi_ = v + at;
     bf16 *pb = params_bf16 + adamw_param_offset[i];
     const float *g = grads + adamw_grad_offset[i];
     for (i64 e = e0 + threadIdx.x; e < e1; e += blockDim.x) {

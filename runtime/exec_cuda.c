@@ -10,6 +10,11 @@
  * the scratch the kernels need (column-sum slabs, the loss's vocabulary chunk and its per-row
  * statistics, the optimizer's partial sums). The host copies stay the truth for what the device
  * keeps no master of: exec_cuda_to_host refreshes the trained parameters only.
+ *
+ * ZeRO-1/2 (exec_cuda_new_sharded): a rank keeps fp32 masters, m and v of its own run of trained
+ * parameters only (the trainer deals them in order, so each rank's is contiguous in AdamW's
+ * order and its state one span: adamw.cuh's block0 and state0), and the bf16 copy of every one;
+ * after its update, each owner's bf16 values go to every rank by ncclBroadcast.
  */
 #include "exec_cuda.h"
 
@@ -49,7 +54,7 @@ struct ExecCuda {
     int32_t n_kernels;
     OpLaunch *ops;
     int32_t optimizer[3];
-    int64_t vc, colsum_floats, adamw_blocks, n_state;
+    int64_t vc, colsum_floats, adamw_blocks, adamw_chunk, n_state;
     CuPtr region[PLAN_REGIONS];        /* GRAD, INPUT, ACT (laid out by `act`); PARAM is not allocated */
     CuPtr shadow, master;              /* bf16 copy of PARAM; fp32 masters of the n_state trained values */
     CudaActLayout act;
@@ -63,6 +68,12 @@ struct ExecCuda {
     uint8_t *group;                    /* per trainable parameter: adamw.cuh's group (0, or 1 = LoRA+) */
     int32_t lm_op, lm_bwd_op;          /* the LM head's LINEAR and LINEAR_BWD: the loss does both */
     float inv_freq_h[2][ROPE_MAX_HD / 2], rope_scale[2];
+    int *owner;                        /* ZeRO: per trainable parameter, the rank that updates it; else NULL */
+    int rank, stage;                   /* ZeRO: this rank, the stage (1, 2) */
+    DistGroup *ranks;                  /* ZeRO: the ranks, over which the gradient norm is summed */
+    size_t own0, own1;                 /* the trainable parameters updated here: [own0, own1) (all without ZeRO) */
+    int64_t state0, block0, n_blocks;  /* their first state value and optimizer block, their block count */
+    CuPtr sumsq;                       /* grad_norm_finish's sum of squares (one double) */
     uint64_t step;
     bool train;
     char *err;
@@ -89,6 +100,7 @@ static bool parse_launches(ExecCuda *ex, const char *text, size_t len, char *err
         if (sscanf(line, "ce_vocab_chunk %lld", &v) == 1) ex->vc = v;
         else if (sscanf(line, "colsum_scratch %lld", &v) == 1) ex->colsum_floats = v;
         else if (sscanf(line, "adamw_blocks %lld", &v) == 1) ex->adamw_blocks = v;
+        else if (sscanf(line, "adamw_chunk %lld", &v) == 1) ex->adamw_chunk = v;
         else if (sscanf(line, "optimizer %d %d %d", &a, &b, &c) == 3) ex->optimizer[0] = a, ex->optimizer[1] = b, ex->optimizer[2] = c;
         else if (sscanf(line, "kernel %d %63s %u %u %u %u %u %u", &i, name, &kk.grid[0], &kk.grid[1], &kk.grid[2],
                         &kk.block[0], &kk.block[1], &kk.block[2]) == 8 && i == ex->n_kernels) {
@@ -183,11 +195,45 @@ static bool load_kernels(ExecCuda *ex, const Payload *pl, char *err, size_t errl
  * master there, packed in this order; every other parameter lives in bf16 only. */
 static bool has_master(const PlanParam *pp) { return pp->trainable && pp->grad >= 0; }
 
-static int64_t trainable_elements(const Plan *p) {
-    int64_t n = 0;
-    for (int32_t i = 0; i < p->n_params; i++)
-        if (has_master(&p->params[i])) n += p->tensors[p->params[i].tensor].numel;
-    return n;
+/* The trainable parameters this rank updates (all of them without a shard; else its owner's run,
+ * which must be contiguous), where their state starts and how much there is, and their blocks of
+ * the optimizer's kernels (cuda_gen.c's tables: ceil(numel / adamw_chunk) each). *all gets every
+ * trained value's count. */
+static bool take_share(ExecCuda *ex, const ExecCudaShard *sh, int64_t *all, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    const size_t n = ex->n_trainable;
+    int64_t *state = xcalloc(n + 1, sizeof *state), *block = xcalloc(n + 1, sizeof *block);
+    size_t k = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        if (!has_master(&p->params[i])) continue;
+        const int64_t numel = p->tensors[p->params[i].tensor].numel;
+        if (k == n) break;
+        state[k + 1] = state[k] + numel;
+        block[k + 1] = block[k] + (ex->adamw_chunk > 0 ? (numel + ex->adamw_chunk - 1) / ex->adamw_chunk : 0);
+        k++;
+    }
+    bool ok = k == n || errf(err, errlen, "the plan has trainable parameters without gradients");
+    ex->own0 = 0, ex->own1 = n;
+    if (ok && sh) {
+        ex->owner = xmalloc((n + 1) * sizeof *ex->owner);
+        memcpy(ex->owner, sh->owner, n * sizeof *ex->owner);
+        ex->rank = sh->rank, ex->stage = sh->stage, ex->ranks = sh->group;
+        while (ex->own0 < n && ex->owner[ex->own0] < ex->rank) ex->own0++;
+        for (ex->own1 = ex->own0; ex->own1 < n && ex->owner[ex->own1] == ex->rank;) ex->own1++;
+        for (size_t j = ex->own1; ok && j < n; j++)
+            if (ex->owner[j] <= ex->rank)
+                ok = errf(err, errlen, "ZeRO: rank %d's parameters are not one run (parameter %zu is rank %d's)",
+                          ex->rank, j, ex->owner[j]);
+        if (ok && block[n] != ex->adamw_blocks)
+            ok = errf(err, errlen, "cuda/launches.txt: %lld optimizer blocks of %lld elements, the tables have %lld "
+                      "(rebuild this trainer with llfc)", (long long)block[n], (long long)ex->adamw_chunk,
+                      (long long)ex->adamw_blocks);
+    }
+    ex->state0 = state[ex->own0], ex->n_state = state[ex->own1] - state[ex->own0];
+    ex->block0 = sh ? block[ex->own0] : 0, ex->n_blocks = sh ? block[ex->own1] - block[ex->own0] : ex->adamw_blocks;
+    *all = state[n];
+    free(state), free(block);
+    return ok;
 }
 
 typedef struct {
@@ -198,10 +244,9 @@ typedef struct {
 
 #define GUARD_BYTE 0xA5
 
-static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
+static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     const int64_t N = p->B * p->T, *rs = p->region_size;
-    ex->n_state = trainable_elements(p);
     Alloc a[] = {
         {&ex->master, ex->n_state * 4, "fp32 master weights"},
         {&ex->shadow, rs[PLAN_PARAM] * 2, "bf16 weights"},
@@ -220,6 +265,7 @@ static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
         {&ex->colsum, ex->colsum_floats * 4, "column sums"},
         {&ex->partial, ex->adamw_blocks * 8, "gradient norm"},
         {&ex->norm_coef, 8, "gradient norm"},
+        {&ex->sumsq, 8, "gradient norm"},
         {&ex->inv_freq, (int64_t)sizeof ex->inv_freq_h, "rope frequencies"},
     };
     int64_t total = 32 << 20; /* cudrv's cuBLASLt workspace */
@@ -227,13 +273,18 @@ static bool allocate(ExecCuda *ex, FILE *log, char *err, size_t errlen) {
     size_t free_b = 0, total_b = 0;
     cudrv_mem_info(ex->d, &free_b, &total_b);
     const double mib = 1 << 20;
-    if (log)
-        fprintf(log, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f bf16, gradients %.1f, AdamW %.1f, "
-                "activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)\n",
-                (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib, (double)a[2].bytes / mib,
-                (double)(a[3].bytes + a[4].bytes) / mib, (double)a[6].bytes / mib,
-                ex->guard ? " unshared, with bounds guards" : "", (double)(a[7].bytes + a[8].bytes) / mib,
-                (double)free_b / mib, (double)total_b / mib);
+    char line[1024], zero[256] = ""; /* one write: under ZeRO every rank prints its own line */
+    if (ex->owner)
+        snprintf(zero, sizeof zero, "; rank %d, ZeRO-%d: fp32 masters and AdamW state of its %lld of %lld trained "
+                 "values (all of them: weights %.1f fp32, AdamW %.1f)", ex->rank, ex->stage, (long long)ex->n_state,
+                 (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib);
+    snprintf(line, sizeof line, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f bf16, gradients %.1f, "
+             "AdamW %.1f, activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)%s\n",
+             (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib, (double)a[2].bytes / mib,
+             (double)(a[3].bytes + a[4].bytes) / mib, (double)a[6].bytes / mib,
+             ex->guard ? " unshared, with bounds guards" : "", (double)(a[7].bytes + a[8].bytes) / mib,
+             (double)free_b / mib, (double)total_b / mib, zero);
+    if (log) fputs(line, log);
     if (free_b && (size_t)total > free_b)
         return errf(err, errlen, "the plan needs %.1f MiB of GPU memory and %.1f MiB are free; lower "
                     "per_device_train_batch_size or cutoff_len, or set gradient_checkpointing: true",
@@ -431,6 +482,11 @@ bool exec_cuda_act_layout(const Plan *plan, const char *launches, size_t len, in
 
 ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
                         size_t errlen) {
+    return exec_cuda_new_sharded(plan, payload, device, seed, NULL, log, err, errlen);
+}
+
+ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int device, uint64_t seed,
+                                const ExecCudaShard *shard, FILE *log, char *err, size_t errlen) {
     CuDrv *d = cudrv_open(device, err, errlen);
     if (!d) return NULL;
     ExecCuda *ex = xcalloc(1, sizeof *ex);
@@ -451,7 +507,8 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
         return NULL;
     }
     lay_out_act(ex, ex->guard, &ex->act);
-    if (!allocate(ex, log, err, errlen)) {
+    int64_t all_state = 0;
+    if (!take_share(ex, shard, &all_state, err, errlen) || !allocate(ex, all_state, log, err, errlen)) {
         exec_cuda_free(ex);
         return NULL;
     }
@@ -462,10 +519,11 @@ void exec_cuda_free(ExecCuda *ex) {
     if (!ex) return;
     CuPtr *ptrs[] = {&ex->master, &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
                      &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
-                     &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq};
+                     &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq, &ex->sumsq};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
     cudrv_close(ex->d);
     free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable), free(ex->group);
+    free(ex->owner);
     exec_cuda_act_layout_free(&ex->act);
     free(ex->act_host), free(ex->placed);
     free(ex);
@@ -493,13 +551,17 @@ static uint16_t to_bf16(float f) { /* round to nearest even, as common.cuh's f32
     return (uint16_t)(u >> 16);
 }
 
-/* The host copies of the parameters with a device master, packed in the optimizer's order
- * (to_host = false), or unpacked back into the host copies (to_host = true). */
+/* The host copies of the parameters with a device master (this rank's, under ZeRO), packed in
+ * the optimizer's order (to_host = false), or unpacked back into the host copies (to_host = true). */
 static void pack_masters(ExecCuda *ex, float *packed, bool to_host) {
     const Plan *p = ex->plan;
     int64_t k = 0;
+    size_t j = 0; /* index among the trainable parameters */
     for (int32_t i = 0; i < p->n_params; i++) {
         if (!has_master(&p->params[i])) continue;
+        const bool mine = j >= ex->own0 && j < ex->own1;
+        j++;
+        if (!mine) continue;
         const PlanTensor *t = &p->tensors[p->params[i].tensor];
         float *host = ex->host[0] + t->offset;
         if (to_host) memcpy(host, packed + k, (size_t)t->numel * sizeof *host);
@@ -528,8 +590,8 @@ bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errle
     return ok;
 }
 
-/* Only the trained parameters come back: the host copy of every other one (frozen base weights)
- * is the truth, the device has them in bf16 only. */
+/* Only the trained parameters come back (under ZeRO, this rank's): the host copy of every other
+ * one (frozen base weights) is the truth, the device has them in bf16 only. */
 bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen) {
     float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
     bool ok = cudrv_get(ex->d, packed, ex->master, (size_t)ex->n_state * 4, "download weights", err, errlen);
@@ -625,6 +687,16 @@ static bool launch_k(ExecCuda *ex, int32_t k, Args *a, int32_t op) {
     const Kernel *kn = &ex->kernels[k];
     snprintf(what, sizeof what, "%s, op %d", kn->name, (int)op);
     return cudrv_launch(ex->d, kn->fn, kn->grid, kn->block, a->ptr, what, ex->err, ex->errlen);
+}
+
+/* Kernel k on `blocks` blocks instead of its own grid (the optimizer's, on a ZeRO share). */
+static bool launch_blocks(ExecCuda *ex, int32_t k, int64_t blocks, Args *a) {
+    if (blocks == 0) return true;
+    Kernel kn = ex->kernels[k];
+    char what[160];
+    snprintf(what, sizeof what, "%s, %lld blocks from %lld", kn.name, (long long)blocks, (long long)ex->block0);
+    kn.grid[0] = (uint32_t)blocks;
+    return cudrv_launch(ex->d, kn.fn, kn.grid, kn.block, a->ptr, what, ex->err, ex->errlen);
 }
 
 /* Launch the op's kernel of this template. */
@@ -902,17 +974,37 @@ typedef struct { /* adamw.cuh's AdamWArgs */
     float w1, beta2, one_minus_beta2, bc2_sqrt, eps;
 } AdamWArgs;
 
+/* ZeRO: grad_norm_finish summed the squares of this rank's parameters' norms; the global norm is
+ * the root of their sum over the ranks, and the clipping coefficient follows from it as
+ * grad_norm_finish computes it (in float). The sum is one double over the TCP group: exact and in
+ * rank order, and the host waits for the norm each step anyway (nccl.h sums fp32 only). */
+static bool norm_over_ranks(ExecCuda *ex, double max_norm) {
+    if (!ex->owner) return true;
+    double sumsq = 0;
+    if (!cudrv_get(ex->d, &sumsq, ex->sumsq, sizeof sumsq, "read the gradient norm", ex->err, ex->errlen) ||
+        !dist_allreduce_sum_f64(ex->ranks, &sumsq, 1, ex->err, ex->errlen))
+        return false;
+    const float norm = (float)sqrt(sumsq), mx = max_norm > 0 ? (float)max_norm : 0.0f;
+    float norm_coef[2] = {norm, 1.0f};
+    if (mx > 0 && isfinite(norm)) {
+        const float c = mx / (norm + 1e-6f);
+        if (c < 1.0f) norm_coef[1] = c;
+    }
+    return cudrv_put(ex->d, ex->norm_coef, norm_coef, sizeof norm_coef, "set the gradient norm", ex->err, ex->errlen);
+}
+
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
                      double max_norm, double *norm, char *err, size_t errlen) {
     ex->err = err, ex->errlen = errlen;
-    if (n != ex->n_trainable) return errf(err, errlen, "AdamW got %zu parameters, the GPU trains %zu", n, ex->n_trainable);
+    if (n != ex->own1 - ex->own0)
+        return errf(err, errlen, "AdamW got %zu parameters, the GPU trains %zu", n, ex->own1 - ex->own0);
     if (ex->optimizer[0] < 0) return errf(err, errlen, "this trainer's kernels have no optimizer (nothing trains)");
     const AdamWConfig *c = &opt->cfg;
     opt->step++;
     const double t = (double)opt->step, bc1 = 1.0 - pow(c->beta1, t), bc2 = 1.0 - pow(c->beta2, t);
     double scale[2] = {NAN, NAN};
     for (size_t i = 0; i < n; i++) {
-        int g = ex->group[i];
+        int g = ex->group[ex->own0 + i];
         if (isnan(scale[g])) scale[g] = params[i].lr_scale;
         else if (scale[g] != params[i].lr_scale)
             return errf(err, errlen, "%s: a learning-rate multiplier the GPU optimizer's two groups cannot hold",
@@ -926,14 +1018,16 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
         w.decay_mul[g] = c->weight_decay != 0.0 ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
     }
     Args a = {0}, b = {0}, u = {0};
-    arg_u64(&a, ex->partial), arg_u64(&a, ex->region[PLAN_GRAD]);
-    arg_u64(&b, ex->norm_coef), arg_u64(&b, ex->partial), arg_f32(&b, max_norm > 0 ? (float)max_norm : 0.0f);
+    arg_u64(&a, ex->partial), arg_u64(&a, ex->region[PLAN_GRAD]), arg_u64(&a, (uint64_t)ex->block0);
+    arg_u64(&b, ex->norm_coef), arg_u64(&b, ex->sumsq), arg_u64(&b, ex->partial);
+    arg_f32(&b, max_norm > 0 ? (float)max_norm : 0.0f), arg_i32(&b, (int32_t)ex->own0), arg_i32(&b, (int32_t)ex->own1);
     arg_u64(&u, ex->master), arg_u64(&u, ex->shadow), arg_u64(&u, ex->region[PLAN_GRAD]);
     arg_u64(&u, ex->m), arg_u64(&u, ex->v), arg_u64(&u, ex->norm_coef);
     u.ptr[u.n++] = &w; /* the struct by value: cuLaunchKernel copies sizeof(AdamWArgs) bytes from here */
+    arg_u64(&u, (uint64_t)ex->block0), arg_u64(&u, (uint64_t)ex->state0);
     float norm_coef[2];
-    if (!launch_k(ex, ex->optimizer[0], &a, -1) || !launch_k(ex, ex->optimizer[1], &b, -1) ||
-        !launch_k(ex, ex->optimizer[2], &u, -1) ||
+    if (!launch_blocks(ex, ex->optimizer[0], ex->n_blocks, &a) || !launch_k(ex, ex->optimizer[1], &b, -1) ||
+        !norm_over_ranks(ex, max_norm) || !launch_blocks(ex, ex->optimizer[2], ex->n_blocks, &u) ||
         !cudrv_get(ex->d, norm_coef, ex->norm_coef, sizeof norm_coef, "read the gradient norm", err, errlen))
         return false;
     *norm = norm_coef[0];
@@ -949,4 +1043,58 @@ NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *ab
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     CuPtr grads = ex->region[PLAN_GRAD];
     return ncl_allreduce_sum(c, grads, grads, (size_t)ex->plan->region_size[PLAN_GRAD], NULL, "gradients", err, errlen);
+}
+
+// --- ZeRO-1/2 over NCCL
+
+typedef struct {
+    int64_t at, n; /* elements, in the region */
+    int owner;
+} Run;
+
+/* The trained parameters' tensors (their gradients when grad, else their values) in runs that
+ * have one owner and lie one after the other in their region: one collective per run (one per
+ * rank in full fine-tuning, where the whole GRAD and PARAM regions are in the optimizer's order). */
+static size_t owner_runs(const ExecCuda *ex, bool grad, Run *runs) {
+    const Plan *p = ex->plan;
+    size_t n = 0, j = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        const PlanParam *pp = &p->params[i];
+        if (!has_master(pp)) continue;
+        const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
+        const int owner = ex->owner[j++];
+        if (n > 0 && runs[n - 1].owner == owner && runs[n - 1].at + runs[n - 1].n == t->offset) runs[n - 1].n += t->numel;
+        else runs[n++] = (Run){t->offset, t->numel, owner};
+    }
+    return n;
+}
+
+bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
+    if (!ex->owner) return errf(err, errlen, "exec_cuda_reduce_grads: the executor is not sharded (ZeRO)");
+    Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
+    const size_t n = owner_runs(ex, true, runs);
+    bool ok = true;
+    for (size_t r = 0; r < n && ok; r++) {
+        char what[64];
+        snprintf(what, sizeof what, "gradients of rank %d's parameters", runs[r].owner);
+        CuPtr g = ex->region[PLAN_GRAD] + (CuPtr)runs[r].at * 4;
+        ok = ncl_reduce_sum(c, g, g, (size_t)runs[r].n, runs[r].owner, NULL, what, err, errlen);
+    }
+    free(runs);
+    return ok;
+}
+
+bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
+    if (!ex->owner) return errf(err, errlen, "exec_cuda_broadcast_params: the executor is not sharded (ZeRO)");
+    Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
+    const size_t n = owner_runs(ex, false, runs);
+    bool ok = true;
+    for (size_t r = 0; r < n && ok; r++) {
+        char what[64];
+        snprintf(what, sizeof what, "bf16 weights rank %d updated", runs[r].owner);
+        CuPtr w = ex->shadow + (CuPtr)runs[r].at * 2;
+        ok = ncl_broadcast_bytes(c, w, w, (size_t)runs[r].n * 2, runs[r].owner, NULL, what, err, errlen);
+    }
+    free(runs);
+    return ok;
 }

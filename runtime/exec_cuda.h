@@ -42,6 +42,20 @@ typedef struct ExecCuda ExecCuda;
  * err when there is no usable GPU or the payload has no CUDA for it. */
 ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
                         size_t errlen);
+
+/* ZeRO-1/2 over the GPUs of a data-parallel run: this rank updates only the trainable parameters
+ * it owns, and its GPU keeps their fp32 masters and AdamW moments only (the bf16 copy of every
+ * weight stays on every GPU). exec_cuda_params stays the whole list; exec_cuda_adamw takes this
+ * rank's parameters (its run of that list, in order), exec_cuda_to_host / to_device move only
+ * their masters (and an AdamW of their moments), and the memory line says the share. */
+typedef struct {
+    int rank, stage;  /* this rank of the group; the ZeRO stage (1, 2), as printed */
+    const int *owner; /* per trainable parameter (exec_cuda_params' order): its rank; each rank's
+                         parameters one run, in rank order (trainer.c's deal makes them so) */
+    DistGroup *group; /* the ranks: the gradient norm's sum of squares is summed over them */
+} ExecCudaShard;
+ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int device, uint64_t seed,
+                                const ExecCudaShard *shard, FILE *log, char *err, size_t errlen);
 void exec_cuda_free(ExecCuda *ex);
 
 /* "NVIDIA H100 80GB HBM3 (sm_90)" */
@@ -75,7 +89,10 @@ bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *e
 /* One AdamW step of every trainable parameter on the GPU, after clipping the gradients to
  * max_norm (<= 0: no clipping), with opt's configuration and step count (incremented here, as
  * optim_step does) and lr_scale per parameter from params (the trainer's OptParam list, in the
- * same order as exec_cuda_params). *norm gets the gradient norm before clipping. */
+ * same order as exec_cuda_params). *norm gets the gradient norm before clipping. Sharded (ZeRO):
+ * params are this rank's only, the norm is over every rank's (their sums of squares added over
+ * the shard's TCP group: every rank calls this together), and only this rank's parameters change;
+ * exec_cuda_broadcast_params then sends them to the others. */
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
                      double max_norm, double *norm, char *err, size_t errlen);
 
@@ -84,6 +101,13 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
  * ncclAllReduce over the gradient region (the trainable parameters' fp32 gradients, contiguous). */
 NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *absent, char *err, size_t errlen);
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
+/* Sharded: ZeRO-2's reduction, each parameter's gradient summed at its owner only (ncclReduce,
+ * one per run of parameters of one owner whose gradients lie together: one per rank in full
+ * fine-tuning); the other ranks' copies are left undefined. */
+bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
+/* Sharded, after exec_cuda_adamw: every trained parameter's bf16 copy from its owner to every
+ * rank (ncclBroadcast of the bytes, one per run of one owner's parameters lying together). */
+bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
 
 /* Where the device keeps the plan's ACT tensors (exec_cuda.c's "device layout"): the same
  * first-fit rule as the plan's, with the device's widths and the lifetimes of the executor's

@@ -22,7 +22,8 @@ typedef struct {
 enum {
     NCCL_SUCCESS = 0,
     NCCL_IN_PROGRESS = 7,
-    NCCL_FLOAT32 = 7, /* ncclDataType_t */
+    NCCL_UINT8 = 1,   /* ncclDataType_t */
+    NCCL_FLOAT32 = 7,
     NCCL_SUM = 0,     /* ncclRedOp_t */
 };
 
@@ -231,12 +232,22 @@ bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void
     return finish_op(c, rc, stream, "ncclReduce", detail, err, errlen);
 }
 
+static bool broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int type, const char *unit, int root,
+                      void *stream, const char *what, char *err, size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu %s from rank %d", what, n, unit, root);
+    if (!usable(c, "ncclBroadcast", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.broadcast((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, type, root, c->comm,
+                                    stream);
+    return finish_op(c, rc, stream, "ncclBroadcast", detail, err, errlen);
+}
+
 bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,
                    size_t errlen) {
-    char detail[256];
-    snprintf(detail, sizeof detail, "%s, %zu floats from rank %d", what, n, root);
-    if (!usable(c, "ncclBroadcast", detail, err, errlen)) return false;
-    NcclResult rc = c->fn.broadcast((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, root,
-                                    c->comm, stream);
-    return finish_op(c, rc, stream, "ncclBroadcast", detail, err, errlen);
+    return broadcast(c, send, recv, n, NCCL_FLOAT32, "floats", root, stream, what, err, errlen);
+}
+
+bool ncl_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                         char *err, size_t errlen) {
+    return broadcast(c, send, recv, n, NCCL_UINT8, "bytes", root, stream, what, err, errlen);
 }

@@ -62,5 +62,8 @@ bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void
 /* root's send into every rank's recv. */
 bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,
                    size_t errlen);
+/* The same for n bytes of any type (ncclUint8): bf16 weights, say. */
+bool ncl_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                         char *err, size_t errlen);
 
 #endif

@@ -272,6 +272,36 @@ static void deal_plan_params(Run *run) {
     free(numel);
 }
 
+/* ZeRO-1/2 on GPUs: the trainable parameters dealt as make_optimizer deals them (the plan's
+ * order, as exec_cuda_params lists them), before the executor allocates its share. */
+static int *deal_trainable(const Run *run) {
+    const Plan *p = run->plan;
+    int64_t *numel = xcalloc((size_t)p->n_params + 1, sizeof *numel);
+    size_t n = 0;
+    for (int32_t i = 0; i < p->n_params; i++)
+        if (p->params[i].trainable) numel[n++] = p->tensors[p->params[i].tensor].numel;
+    int *owner = xcalloc(n + 1, sizeof *owner);
+    deal(numel, n, run->world, owner);
+    free(numel);
+    return owner;
+}
+
+static bool open_gpu(Run *run, int dev, uint64_t seed, char *err, size_t errlen) {
+    if (run->zero == 3)
+        return errf(err, errlen, "zero_stage 3: ZeRO-3 (parameters sharded) runs on the CPU executor only; on GPUs "
+                    "set zero_stage: 1 or 2 (AdamW state, and gradients, sharded over NCCL), or device: cpu");
+    FILE *log = run->rank == 0 || run->zero ? stderr : NULL; // under ZeRO each rank says what it holds
+    if (!run->zero) {
+        run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, log, err, errlen);
+        return run->gpu != NULL;
+    }
+    int *owner = deal_trainable(run);
+    ExecCudaShard shard = {run->rank, run->zero, owner, run->group};
+    run->gpu = exec_cuda_new_sharded(run->plan, run->payload, dev, seed, &shard, log, err, errlen);
+    free(owner);
+    return run->gpu != NULL;
+}
+
 /* device: auto takes a GPU when the driver sees one; with no driver or no GPU the CPU executor
  * trains (and says why). A GPU that is there but fails (no kernels for it, too little memory)
  * stops the run: training silently on the CPU instead would take days. */
@@ -290,12 +320,8 @@ static bool open_executor(Run *run, char *err, size_t errlen) {
             if (lead) fprintf(stderr, "device: %s, but this trainer has no CUDA kernels (llfc --arch none); the CPU "
                               "executor trains\n", probe);
         } else if (gpus > 0) {
-            if (run->zero)
-                return errf(err, errlen, "zero_stage %d: ZeRO on GPUs is not built yet; set zero_stage: 0 (plain "
-                            "data parallel, gradients summed by NCCL) or device: cpu", run->zero);
             int dev = run->local_rank % gpus;
-            run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, lead ? stderr : NULL, err, errlen);
-            if (!run->gpu) return false;
+            if (!open_gpu(run, dev, seed, err, errlen)) return false;
             if (lead) fprintf(stderr, "device: GPU %d of %d, %s\n", dev, gpus, exec_cuda_device(run->gpu));
             return true;
         }
@@ -665,7 +691,20 @@ static void point_params(Run *run) {
     for (size_t i = 0; i < n; i++) run->params[i].value = ep[i].value;
 }
 
+/* ZeRO on GPUs: a rank's GPU keeps fp32 masters of its own parameters only, so each parameter's
+ * host copy comes from its owner's GPU to every rank (over TCP: only before a checkpoint or the
+ * outputs). */
+static bool share_values(Run *run, char *err, size_t errlen) {
+    if (!exec_cuda_to_host(run->gpu, NULL, err, errlen)) return false;
+    for (size_t i = 0; i < run->n_params; i++)
+        if (!dist_broadcast_from(run->group, run->owner[i], run->params[i].value, sizeof(float) * (size_t)run->params[i].n,
+                                 err, errlen))
+            return false;
+    return true;
+}
+
 static bool collect_values(Run *run, char *err, size_t errlen) {
+    if (run->gpu && run->zero) return share_values(run, err, errlen);
     if (run->zero < 3) return true;
     if (!exec_cpu_collect(run->ex, err, errlen)) return false;
     point_params(run);
@@ -673,17 +712,19 @@ static bool collect_values(Run *run, char *err, size_t errlen) {
 }
 
 static void uncollect_values(Run *run) {
-    if (run->zero < 3) return;
+    if (run->zero < 3 || run->gpu) return;
     exec_cpu_uncollect(run->ex);
     point_params(run);
 }
 
-/* Rank 0 writes checkpoint-N; under ZeRO every rank first sends its optimizer state there. */
+/* Rank 0 writes checkpoint-N; under ZeRO every rank first sends its optimizer state there (off
+ * its GPU first, on GPUs). */
 static bool save_checkpoint(Run *run, char *err, size_t errlen) {
     AdamW full;
     bool zero = run->zero > 0 && !R_BOOL(run->r, save_only_model);
+    if (!ex_to_host(run, err, errlen)) return false;
     if (zero && !gather_opt(run, &full, err, errlen)) return false;
-    if (!ex_to_host(run, err, errlen) || !collect_values(run, err, errlen)) {
+    if (!collect_values(run, err, errlen)) {
         if (zero) optim_free(&full);
         return false;
     }
@@ -767,10 +808,12 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
     return true;
 }
 
-/* The step's gradients summed over the ranks; on GPUs by NCCL on the devices, or, where some rank
- * has no NCCL, through host copies and the TCP group. */
+/* The step's gradients summed over the ranks; on GPUs by NCCL on the devices (under ZeRO-2 only
+ * at each parameter's owner), or, where some rank has no NCCL (never under ZeRO: open_nccl),
+ * through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
     if (!run->gpu || run->world == 1) return reduce_grads(run, err, errlen);
+    if (run->nccl && run->zero == 2) return exec_cuda_reduce_grads(run->gpu, run->nccl, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
     return exec_cuda_grads_to_host(run->gpu, err, errlen) && reduce_grads(run, err, errlen) &&
            exec_cuda_grads_to_device(run->gpu, err, errlen);
@@ -844,9 +887,10 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             double step_loss = sums[0];
             tokens_since += sums[1];
             double norm, factor = schedule_factor(&run->sched, step);
-            if (run->gpu) {
-                if (!exec_cuda_adamw(run->gpu, &run->opt, run->params, run->n_params, factor,
-                                     R_FLOAT(run->r, max_grad_norm), &norm, err, errlen))
+            if (run->gpu) { // this rank's parameters (all of them without ZeRO), then ZeRO's from their owners
+                if (!exec_cuda_adamw(run->gpu, &run->opt, run->owned, run->n_owned, factor,
+                                     R_FLOAT(run->r, max_grad_norm), &norm, err, errlen) ||
+                    (run->zero && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)))
                     return false;
             } else if (!run->zero) {
                 norm = R_FLOAT(run->r, max_grad_norm) > 0
@@ -997,14 +1041,22 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
 }
 
 /* Data parallel on GPUs: NCCL when every rank has it and it starts (chosen here, no recipe key),
- * else the host copies over TCP, said once. */
+ * else the host copies over TCP, said once; ZeRO on GPUs needs NCCL (its broadcasts of the
+ * updated weights have no host-copy path) and stops without it. */
 static bool open_nccl(Run *run, char *err, size_t errlen) {
     bool absent = false;
     char why[ERR_LEN];
     run->nccl = exec_cuda_open_nccl(run->gpu, run->group, (int)R_INT(run->r, ddp_timeout), &absent, why, sizeof why);
     if (!run->nccl && !absent) return errf(err, errlen, "%s", why);
+    if (!run->nccl && run->zero)
+        return errf(err, errlen, "zero_stage %d on GPUs needs NCCL on every rank: %s; install NCCL (libnccl2) or set "
+                    "LLFC_NCCL, or set zero_stage: 0 (gradients through host copies over TCP, slow)", run->zero, why);
     if (run->rank != 0) return true;
-    if (run->nccl)
+    if (run->nccl && run->zero)
+        fprintf(stderr, "data parallel: ZeRO-%d on the GPUs by NCCL %s (%s): gradients %s, each rank's AdamW step on "
+                "its own parameters, their bf16 weights broadcast from it\n", run->zero, ncl_version(run->nccl),
+                ncl_path(run->nccl), run->zero == 2 ? "reduced to their owners" : "summed");
+    else if (run->nccl)
         fprintf(stderr, "data parallel: gradients summed on the GPUs by NCCL %s (%s)\n", ncl_version(run->nccl),
                 ncl_path(run->nccl));
     else

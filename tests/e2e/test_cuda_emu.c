@@ -137,15 +137,26 @@ static bool same_mib(double printed, int64_t bytes) {
     return !strcmp(a, b);
 }
 
+/* Under ZeRO (each rank prints its line): "of its N of M trained values", N into *own, M into
+ * *all; false on a line without ZeRO. */
+static bool zero_share(const char *mem, long long *own, long long *all) {
+    const char *at = strstr(mem, "ZeRO-"), *end = mem + strcspn(mem, "\n");
+    if (!at || at > end) return false;
+    at = strstr(at, "of its ");
+    if (!at || at > end || sscanf(at, "of its %lld of %lld trained values", own, all) != 2)
+        fail_msg("no share of the trained values in: %.*s", (int)(end - mem), mem);
+    return true;
+}
+
 /* The trainer's "device memory: ..." line says what its plan asks for: the bf16 copy of every
- * weight (2 bytes), fp32 masters of the trained ones only (frozen base weights have none), and
- * the executor's activation layout, which is checked here: 2 bytes per bf16 element, 4 per fp32
- * statistic, tensors whose lives overlap never share a byte, and less than the plan's 4-byte
+ * weight (2 bytes), fp32 masters and AdamW state of the trained ones only (frozen base weights
+ * have none; under ZeRO, each rank's line: of its own share, and the shares add up to them all),
+ * and the executor's activation layout, which is checked here: 2 bytes per bf16 element, 4 per
+ * fp32 statistic, tensors whose lives overlap never share a byte, and less than the plan's 4-byte
  * slots. */
 static void device_memory_is_planned(const char *name, const char *trainer, const char *out) {
     const char *mem = strstr(out, "device memory:");
     if (!mem) fail_msg("%s: no device memory line in\n%s", name, out);
-    printf("  %-18s %.*s\n", name, (int)strcspn(mem, "\n"), mem);
     char err[ERR_LEN];
     Payload *pl = payload_open(trainer, err, sizeof err);
     if (!pl) fail_msg("%s", err);
@@ -162,12 +173,29 @@ static void device_memory_is_planned(const char *name, const char *trainer, cons
         all += p->tensors[pp->tensor].numel;
         if (pp->trainable && pp->grad >= 0) trained += p->tensors[pp->tensor].numel;
     }
-    const double fp32 = mib_after(mem, "weights "), bf16 = mib_after(mem, "fp32 trained + ");
-    const double act = mib_after(mem, "activations ");
-    if (!same_mib(fp32, trained * 4) || !same_mib(bf16, p->region_size[PLAN_PARAM] * 2) || !same_mib(act, l.bytes))
-        fail_msg("%s: printed weights %.1f fp32 + %.1f bf16, activations %.1f MiB; the plan gives %.2f, %.2f, %.2f",
-                 name, fp32, bf16, act, (double)trained * 4 / (1 << 20), (double)p->region_size[PLAN_PARAM] * 2 / (1 << 20),
-                 (double)l.bytes / (1 << 20));
+    long long shares = 0, lines = 0, zero = 0;
+    for (; mem; mem = strstr(mem + 1, "device memory:"), lines++) {
+        printf("  %-18s %.*s\n", name, (int)strcspn(mem, "\n"), mem);
+        long long own = trained, of = trained;
+        if (zero_share(mem, &own, &of)) {
+            zero++;
+            assert_int_equal(of, trained);
+            assert_true(own < trained);
+        }
+        shares += own;
+        const double fp32 = mib_after(mem, "weights "), bf16 = mib_after(mem, "fp32 trained + ");
+        const double act = mib_after(mem, "activations "), adam = mib_after(mem, "AdamW ");
+        if (!same_mib(fp32, own * 4) || !same_mib(bf16, p->region_size[PLAN_PARAM] * 2) || !same_mib(act, l.bytes) ||
+            !same_mib(adam, own * 8))
+            fail_msg("%s: printed weights %.1f fp32 + %.1f bf16, AdamW %.1f, activations %.1f MiB; the plan gives %.2f, "
+                     "%.2f, %.2f, %.2f", name, fp32, bf16, adam, act, (double)own * 4 / (1 << 20),
+                     (double)p->region_size[PLAN_PARAM] * 2 / (1 << 20), (double)own * 8 / (1 << 20),
+                     (double)l.bytes / (1 << 20));
+    }
+    if (zero) { // every rank's line, their shares adding up to every trained value once
+        assert_int_equal(zero, lines);
+        assert_int_equal(shares, trained);
+    }
     if (p->finetune != FT_FULL) assert_true(trained < all / 2); /* the frozen base has no master */
     int64_t f32 = 0, placed = 0;
     for (int32_t a = 0; a < p->n_tensors; a++) {
@@ -324,6 +352,115 @@ static void test_two_ranks_over_nccl(void **state) {
     free(nccl_dir), free(tcp_dir), free(model);
 }
 
+static char *gpu_run(const char *trainer, const char *args) {
+    const char *real = getenv("LLFC_CUDA_REAL");
+    return xprintf("%s %s %s", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh", trainer, args);
+}
+
+/* Each rank's "AdamW N" figure in out (rank order of the lines, not of the ranks). */
+static int adamw_figures(const char *out, double *mib, int max) {
+    int n = 0;
+    for (const char *m = strstr(out, "device memory:"); m && n < max; m = strstr(m + 1, "device memory:"))
+        mib[n++] = mib_after(m, "AdamW ");
+    return n;
+}
+
+/* ZeRO-2 on 2 ranks' GPUs (fakenccl.c between the rank processes): each rank keeps fp32 masters
+ * and AdamW state of its own parameters only (its device memory line says so, smaller than
+ * without ZeRO), gradients are reduced to their owners by ncclReduce and the updated bf16 weights
+ * broadcast from them; the curve follows the CPU executor's 2-rank ZeRO-2 run within bf16
+ * tolerance. On the emulation, where NCCL's sums are in rank order, ZeRO-1 and ZeRO-2 give the
+ * very curves and model bytes of plain data parallel. A ZeRO-2 run saved at step 2 and resumed
+ * (moments and masters off each rank's GPU, gathered; scattered back) ends with the same model
+ * bytes as the run straight through. Without NCCL, or at stage 3, ZeRO on GPUs stops and says
+ * why. */
+static void test_zero2_two_ranks_over_nccl(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    const char *real = getenv("LLFC_CUDA_REAL");
+    const bool emulated = !(real && *real == '1');
+    runs_agree("llama_full_zero2", model, "max_steps=3 finetuning_type=full learning_rate=1e-4", "model.safetensors",
+               0.02, "--nproc-per-node 2 zero_stage=2", "data parallel: ZeRO-2 on the GPUs by NCCL");
+    char *trainer = xprintf("%s/llama_full_zero2", tmp), *out, *cmd;
+    // the same trainer without ZeRO, and with ZeRO-1
+    const char *stage[2] = {"zero_stage=0", "zero_stage=1"}, *dir[2] = {"out_dp", "out_zero1"};
+    double plain[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        char *args = xprintf("--nproc-per-node 2 device=cuda output_dir=%s/%s %s", tmp, dir[k], stage[k]);
+        cmd = gpu_run(trainer, args);
+        int rc = test_shell(&out, cmd);
+        if (rc != 0) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+        if (k == 0) { // rank 0's line only
+            assert_int_equal(adamw_figures(out, plain, 2), 1);
+            const char *mem = strstr(out, "device memory:");
+            printf("  llama_full_dp2     %.*s\n", (int)strcspn(mem, "\n"), mem);
+        }
+        else device_memory_is_planned("llama_full_zero1", trainer, out);
+        free(out), free(cmd), free(args);
+    }
+    // each rank's AdamW figure (rerun ZeRO-2 just for its lines: runs_agree keeps no output)
+    char *args = xprintf("--nproc-per-node 2 device=cuda output_dir=%s/out_zero2_again zero_stage=2", tmp);
+    cmd = gpu_run(trainer, args);
+    if (test_shell(&out, cmd) != 0) fail_msg("%s\n%s", cmd, out);
+    double zero[2];
+    assert_int_equal(adamw_figures(out, zero, 2), 2);
+    for (int r = 0; r < 2; r++) {
+        printf("  llama_full_zero2   AdamW on the device: %.1f MiB on one rank (line %d) with ZeRO-2, %.1f without\n",
+               zero[r], r + 1, plain[0]);
+        assert_true(zero[r] < plain[0]);
+    }
+    free(out), free(cmd), free(args);
+    char *z2 = xprintf("%s/out_llama_full_zero2_cuda", tmp), *dp = xprintf("%s/out_dp", tmp), *z1 = xprintf("%s/out_zero1", tmp);
+    Curve a = read_curve(z2), b = read_curve(dp), c = read_curve(z1);
+    assert_int_equal(a.n, 3);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(c.n, 3);
+    for (int i = 0; i < a.n; i++) {
+        printf("  llama_full_zero2   step %d  loss zero2 %.6f zero1 %.6f dp %.6f  grad_norm zero2 %.6f zero1 %.6f dp "
+               "%.6f\n", i + 1, a.loss[i], c.loss[i], b.loss[i], a.grad_norm[i], c.grad_norm[i], b.grad_norm[i]);
+        if (emulated) assert_true(a.loss[i] == b.loss[i] && c.loss[i] == b.loss[i]);
+        assert_true(fabs(a.grad_norm[i] - b.grad_norm[i]) <= 1e-5 * b.grad_norm[i]);
+        assert_true(fabs(c.grad_norm[i] - b.grad_norm[i]) <= 1e-5 * b.grad_norm[i]);
+    }
+    if (emulated) {
+        cmd = xprintf("cmp %s/model.safetensors %s/model.safetensors && cmp %s/model.safetensors %s/model.safetensors",
+                      z2, dp, z1, dp);
+        must(cmd);
+        free(cmd);
+        printf("  llama_full_zero2   ZeRO-2 and ZeRO-1 wrote the same model bytes as plain data parallel\n");
+    }
+    free(z2), free(dp), free(z1);
+    // saved at step 2 and resumed: the same bytes as straight through
+    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 max_steps=4 save_steps=2 output_dir=%s/out_saved", tmp);
+    cmd = gpu_run(trainer, args);
+    must(cmd);
+    free(cmd), free(args);
+    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 max_steps=4 save_steps=2 output_dir=%s/out_resumed "
+                   "resume_from_checkpoint=%s/out_saved/checkpoint-2", tmp, tmp);
+    cmd = gpu_run(trainer, args);
+    if (test_shell(&out, cmd) != 0 || !strstr(out, "resuming from")) fail_msg("%s\n%s", cmd, out);
+    free(out), free(cmd), free(args);
+    cmd = xprintf("cmp %s/out_saved/model.safetensors %s/out_resumed/model.safetensors", tmp, tmp);
+    must(cmd);
+    free(cmd);
+    printf("  llama_full_zero2   saved at step 2, resumed: the same model bytes at step 4\n");
+    // without NCCL on a rank, and at stage 3: a clear stop
+    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 output_dir=%s/out_no_nccl", tmp);
+    char *run = gpu_run(trainer, args);
+    cmd = xprintf("LLFC_NCCL=/nonexistent/libnccl.so.2 %s", run);
+    int rc = test_shell(&out, cmd);
+    if (rc == 0 || !strstr(out, "zero_stage 2 on GPUs needs NCCL on every rank: NCCL not found"))
+        fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out), free(cmd), free(run), free(args);
+    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=3 output_dir=%s/out_zero3", tmp);
+    cmd = gpu_run(trainer, args);
+    rc = test_shell(&out, cmd);
+    if (rc == 0 || !strstr(out, "zero_stage 3: ZeRO-3 (parameters sharded) runs on the CPU executor only"))
+        fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out), free(cmd), free(args), free(trainer), free(model);
+}
+
 /* Freeze: the last layer trains, everything else has no fp32 master on the device and its host
  * copy is what the written model holds. */
 static void test_llama_freeze(void **state) {
@@ -401,6 +538,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_ranks_over_nccl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero2_two_ranks_over_nccl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_freeze, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),

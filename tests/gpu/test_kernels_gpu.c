@@ -582,10 +582,14 @@ static void test_adamw(void **state) {
     a.w1 = (float)(1 - cfg.beta1), a.beta2 = (float)cfg.beta2, a.one_minus_beta2 = (float)(1 - cfg.beta2);
     a.bc2_sqrt = (float)sqrt(bc2), a.eps = (float)cfg.eps;
     Dev *nc = dev_new(2, false), *partd = dev_new(2 * g->unit.adamw_blocks, false); /* doubles */
+    Dev *sq = dev_new(2, false);                                                    /* one double */
     float mn = max_norm;
-    run(g, &g->unit.kernels[g->unit.optimizer[0]], (void *[]){&partd->p, &dg->p});
-    run(g, &g->unit.kernels[g->unit.optimizer[1]], (void *[]){&nc->p, &partd->p, &mn});
-    run(g, &g->unit.kernels[g->unit.optimizer[2]], (void *[]){&dp->p, &dpb->p, &dg->p, &dm->p, &dv->p, &nc->p, &a});
+    int64_t zero = 0; /* every parameter: the first block, the first state value */
+    int p0 = 0, p1 = (int)n;
+    run(g, &g->unit.kernels[g->unit.optimizer[0]], (void *[]){&partd->p, &dg->p, &zero});
+    run(g, &g->unit.kernels[g->unit.optimizer[1]], (void *[]){&nc->p, &sq->p, &partd->p, &mn, &p0, &p1});
+    run(g, &g->unit.kernels[g->unit.optimizer[2]],
+        (void *[]){&dp->p, &dpb->p, &dg->p, &dm->p, &dv->p, &nc->p, &a, &zero, &zero});
     float got_nc[2];
     CU_CHECK(cu.dtoh(got_nc, nc->p, 8));
     if (!(fabsf(got_nc[0] - norm) <= 1e-5f * norm)) fail_msg("grad norm: gpu %g, reference %g", (double)got_nc[0], (double)norm);

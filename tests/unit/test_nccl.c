@@ -119,7 +119,8 @@ static int check(bool ok, int rank, const char *what, const char *err) {
     return ok ? 0 : 1;
 }
 
-/* Each rank: allreduce in place and out of place, reduce to rank 1, broadcast from the last. */
+/* Each rank: allreduce in place and out of place, reduce to rank 1, broadcast from the last, bytes
+ * broadcast from the first. */
 static int collectives_body(int rank, int world, int port) {
     char err[ERR_LEN] = "";
     DistGroup *g = meet(rank, world, port, 20);
@@ -149,6 +150,14 @@ static int collectives_body(int rank, int world, int port) {
     bad = bad || check(ncl_broadcast(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)a, N_BIG, world - 1, NULL, "w", err,
                                      sizeof err), rank, "broadcast:", err);
     for (size_t i = 0; i < N_BIG && !bad; i++) bad = check(a[i] == value(world - 1, i), rank, "broadcast: wrong", "");
+    // bytes (bf16 weights): an odd count over several staging chunks, out of place, from rank 0
+    const size_t nb = 4 * N_BIG + 3;
+    unsigned char *src = xmalloc(nb), *dst = xmalloc(nb);
+    for (size_t i = 0; i < nb; i++) src[i] = (unsigned char)(i * 7 + (size_t)rank), dst[i] = 0xEE;
+    bad = bad || check(ncl_broadcast_bytes(c, (CuPtr)(uintptr_t)src, (CuPtr)(uintptr_t)dst, nb, 0, NULL, "bf16", err,
+                                           sizeof err), rank, "byte broadcast:", err);
+    for (size_t i = 0; i < nb && !bad; i++) bad = check(dst[i] == (unsigned char)(i * 7), rank, "byte broadcast: wrong", "");
+    free(src), free(dst);
     free(a), free(b);
     ncl_close(c);
     dist_close(g);

@@ -12,13 +12,15 @@
  * default 600) and stops when the communicator is aborted, so nothing here hangs forever.
  * $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's ncclCommInitRank fail as NCCL's does
  * when two ranks share a GPU.
- * fp32 sums only (what llfc uses); anything else is ncclInvalidArgument. */
+ * fp32 sums, and broadcasts of fp32 or bytes (ncclUint8) only (what llfc uses); anything else is
+ * ncclInvalidArgument. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +30,7 @@
 #include <unistd.h>
 
 enum { OK = 0, SYSTEM_ERROR = 2, INVALID_ARGUMENT = 4, INVALID_USAGE = 5, REMOTE_ERROR = 6, IN_PROGRESS = 7 };
-enum { FLOAT32 = 7, SUM = 0 };
+enum { UINT8 = 1, FLOAT32 = 7, SUM = 0 };
 #define STAGE ((size_t)1 << 18) /* floats per rank and chunk (1 MiB) */
 
 typedef struct { char internal[128]; } UniqueId;
@@ -49,7 +51,8 @@ typedef struct {
     pthread_t worker;
     int has_worker;
     atomic_int busy, error, abort;
-    struct { Kind kind; const float *send; float *recv; size_t count; int root; } op;
+    struct { Kind kind; const float *send; float *recv; size_t count; int root; } op; /* count: floats */
+    struct { const char *send; char *recv; size_t bytes; } raw;                      /* a byte broadcast */
 } Comm;
 
 static double now_s(void) {
@@ -82,8 +85,24 @@ static int barrier(Comm *c, double until) {
     return OK;
 }
 
+/* A byte broadcast (ncclUint8): the root's bytes through its staging slot, chunk by chunk. */
+static int run_bytes(Comm *c, double until) {
+    const size_t chunk = STAGE * sizeof(float);
+    char *stage = (char *)c->stage;
+    for (size_t off = 0; off < c->raw.bytes; off += chunk) {
+        size_t m = c->raw.bytes - off < chunk ? c->raw.bytes - off : chunk;
+        int rc;
+        if (c->rank == c->op.root) memcpy(stage, c->raw.send + off, m);
+        if ((rc = barrier(c, until))) return rc;
+        if (c->rank != c->op.root || c->raw.send != c->raw.recv) memcpy(c->raw.recv + off, stage, m);
+        if ((rc = barrier(c, until))) return rc;
+    }
+    return OK;
+}
+
 static int run_op(Comm *c) {
     double until = deadline();
+    if (c->raw.recv) return run_bytes(c, until);
     const float *send = c->op.send;
     float *recv = c->op.recv, *mine = c->stage + (size_t)c->rank * STAGE;
     for (size_t off = 0; off < c->op.count || off == 0; off += STAGE) {
@@ -122,10 +141,12 @@ static void wait_worker(Comm *c) {
 }
 
 static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t count, int type, int op, int root) {
-    if (!c || type != FLOAT32 || op != SUM || root < 0 || root >= c->n) return INVALID_ARGUMENT;
+    bool bytes = kind == BROADCAST && type == UINT8;
+    if (!c || (type != FLOAT32 && !bytes) || op != SUM || root < 0 || root >= c->n) return INVALID_ARGUMENT;
     wait_worker(c); /* stream order: the previous op first */
     if (atomic_load(&c->error)) return atomic_load(&c->error);
     c->op.kind = kind, c->op.send = send, c->op.recv = recv, c->op.count = count, c->op.root = root;
+    c->raw.send = bytes ? send : NULL, c->raw.recv = bytes ? recv : NULL, c->raw.bytes = bytes ? count : 0;
     atomic_store(&c->busy, 1);
     if (pthread_create(&c->worker, NULL, worker, c) != 0) return SYSTEM_ERROR;
     c->has_worker = 1;
