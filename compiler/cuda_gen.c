@@ -17,7 +17,8 @@
  * ending with a {NULL, NULL, 0} entry. */
 extern const BundleFile llfc_cuda_templates[];
 
-/* In the order the unit includes them; the optimizer tables go right before adamw.cuh. */
+/* In the order the unit includes them; the storage typedef goes right after common.cuh, the
+ * optimizer tables right before adamw.cuh. */
 static const char *TEMPLATE_ORDER[] = {"common.cuh",  "add.cuh",     "rmsnorm.cuh", "embedding.cuh",
                                        "rope.cuh",    "attention.cuh", "glu.cuh",   "softcap.cuh",
                                        "dropout.cuh", "lora.cuh",    "crossentropy.cuh", "adamw.cuh"};
@@ -457,8 +458,11 @@ static void put_step(const Gen *g, StrBuf *s) {
                   u->kernels[u->optimizer[1]].name, u->kernels[u->optimizer[2]].name);
 }
 
-bool cuda_gen(const Plan *p, CudaUnit *u, char *err, size_t errlen) {
+const char *cuda_storage_name(CudaStorage s) { return s == CUDA_F16 ? "f16" : "bf16"; }
+
+bool cuda_gen(const Plan *p, CudaStorage storage, CudaUnit *u, char *err, size_t errlen) {
     memset(u, 0, sizeof *u);
+    u->storage = storage;
     Gen g = {.p = p, .u = u, .err = err, .errlen = errlen, .fused_softcap = -1};
     u->n_ops = p->n_ops;
     u->ops = xcalloc((size_t)p->n_ops + 1, sizeof *u->ops);
@@ -482,6 +486,9 @@ bool cuda_gen(const Plan *p, CudaUnit *u, char *err, size_t errlen) {
         sb_printf(&s, "// ==== kernels/%s\n", f->name);
         sb_append(&s, f->data, f->size);
         sb_puts(&s, "\n");
+        if (!strcmp(f->name, "common.cuh")) /* the one line the storage choice changes */
+            sb_printf(&s, "typedef %s floatX; // activations, their gradients, the weights' copy\n\n",
+                      cuda_storage_name(storage));
     }
     sb_puts(&s, "// ==== instances\n\n");
     sb_append(&s, g.inst.data ? g.inst.data : "", g.inst.len);
@@ -511,6 +518,7 @@ void cuda_unit_launches(const CudaUnit *u, const Plan *p, StrBuf *out) {
     sb_printf(out, "ce_vocab_chunk %" PRId64 "\ncolsum_scratch %" PRId64 "\nadamw_blocks %" PRId64 "\n",
               u->ce_vocab_chunk, u->colsum_scratch, u->adamw_blocks);
     sb_printf(out, "adamw_chunk %d\n", ADAMW_CHUNK);
+    sb_printf(out, "storage %s\n", cuda_storage_name(u->storage));
     sb_printf(out, "optimizer %d %d %d\n", (int)u->optimizer[0], (int)u->optimizer[1], (int)u->optimizer[2]);
     for (int32_t k = 0; k < u->n_kernels; k++) {
         const CudaKernel *c = &u->kernels[k];
@@ -526,11 +534,11 @@ void cuda_unit_launches(const CudaUnit *u, const Plan *p, StrBuf *out) {
     }
 }
 
-bool cuda_gen_print(const void *plan_bytes, size_t plan_len, FILE *f, char *err, size_t errlen) {
+bool cuda_gen_print(const void *plan_bytes, size_t plan_len, CudaStorage storage, FILE *f, char *err, size_t errlen) {
     Plan *p = plan_deserialize(plan_bytes, plan_len, err, errlen);
     if (!p) return false;
     CudaUnit u;
-    bool ok = cuda_gen(p, &u, err, errlen);
+    bool ok = cuda_gen(p, storage, &u, err, errlen);
     if (ok) fwrite(u.source, 1, u.len, f);
     cuda_unit_free(&u);
     plan_free(p);

@@ -19,10 +19,13 @@
  * Output is a pure function of the plan: the same plan gives the same bytes.
  *
  * Storage on the GPU (what the kernels assume of the plan's tensors): activations and their
- * gradients bf16 (2 bytes: the executor lays ACT out at these widths); rstd, lse, delta fp32;
- * ids, labels, seq, pos int32; parameters as a bf16 copy at the PARAM region's element offsets,
+ * gradients floatX (2 bytes: the executor lays ACT out at these widths); rstd, lse, delta fp32;
+ * ids, labels, seq, pos int32; parameters as a floatX copy at the PARAM region's element offsets,
  * which every forward and backward kernel reads, and fp32 masters of the trainable ones only,
- * packed at AdamW's state offsets; parameter gradients fp32 (GRAD region).
+ * packed at AdamW's state offsets; parameter gradients fp32 (GRAD region). floatX is the one
+ * line of the unit the storage choice changes (`typedef bf16 floatX;` right after common.cuh):
+ * bf16, or f16 for a recipe with fp16: true (the executor then scales the loss, see
+ * kernels/adamw.cuh). cuda/launches.txt says which ("storage bf16|f16").
  *
  * Kernel arguments, in the order of each template's PARAMS macro, from the op's slots:
  *   embedding_fwd      out[0], in[0] ids, in[1] table
@@ -51,11 +54,13 @@
  *   glu_bwd            out[0], out[1], in[0] dh, in[1] gate, in[2] up
  *   softcap_bwd        out[0], in[0] dy, in[1] x      accum  out[0], in[0]
  *   embedding_bwd      out[0] (fp32), in[1] ids, in[0] dout
- *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region, block0);
- *                      grad_norm_finish(norm_coef (2 fp32: norm, clip coefficient), sumsq (1
- *                      double), partial, max_grad_norm, p0, p1); adamw_update(fp32 masters
- *                      (packed as m and v), the bf16 PARAM region, GRAD region, m, v, norm_coef,
- *                      AdamWArgs, block0, state0) (kernels/adamw.cuh; ZeRO's shares there)
+ *   optimizer          grad_sumsq(partial (adamw_blocks doubles), GRAD region, block0, unscale);
+ *                      grad_norm_finish(norm_coef (3 fp32: norm, clip coefficient, skip), sumsq
+ *                      (1 double), partial, max_grad_norm, p0, p1, skip_nonfinite);
+ *                      adamw_update(fp32 masters (packed as m and v), the floatX PARAM region,
+ *                      GRAD region, m, v, norm_coef, AdamWArgs, block0, state0)
+ *                      (kernels/adamw.cuh; ZeRO's shares there); grad_sumsq and AdamWArgs take
+ *                      unscale (1 / loss scale)
  */
 #ifndef LLFC_CUDA_GEN_H
 #define LLFC_CUDA_GEN_H
@@ -68,6 +73,10 @@
 #include "graph.h"
 
 #define CUDA_NAME_LEN 64
+
+/* What floatX is: the 16-bit type activations, their gradients and the weights' copy are kept
+ * in. The recipe's fp16: true gives CUDA_F16; bf16: true or neither, CUDA_BF16. */
+typedef enum { CUDA_BF16, CUDA_F16 } CudaStorage;
 #define CUDA_OP_KERNELS 4 /* most kernels one op launches (LOSS: stats, finish, grad) */
 
 typedef struct {
@@ -86,6 +95,7 @@ typedef struct {
 
 typedef struct {
     char *source;       /* the translation unit, NUL-terminated */
+    CudaStorage storage;
     size_t len;
     CudaKernel *kernels;
     int32_t n_kernels;
@@ -99,7 +109,10 @@ typedef struct {
 
 /* Generate the unit. Fails (tier c or a shape the kernels do not handle yet, e.g. HD > 256)
  * with a message in err. */
-bool cuda_gen(const Plan *p, CudaUnit *u, char *err, size_t errlen);
+bool cuda_gen(const Plan *p, CudaStorage storage, CudaUnit *u, char *err, size_t errlen);
+
+/* "bf16", "f16": the name in the unit (common.cuh's types) and in cuda/launches.txt. */
+const char *cuda_storage_name(CudaStorage s);
 void cuda_unit_free(CudaUnit *u);
 
 /* "cuda/launches.txt" for the payload: the kernels with their geometry, then each op's launches
@@ -107,6 +120,6 @@ void cuda_unit_free(CudaUnit *u);
 void cuda_unit_launches(const CudaUnit *u, const Plan *p, StrBuf *out);
 
 /* llfc --emit-cuda: the unit of a serialized plan (pack_build_plan's bytes), printed to f. */
-bool cuda_gen_print(const void *plan_bytes, size_t plan_len, FILE *f, char *err, size_t errlen);
+bool cuda_gen_print(const void *plan_bytes, size_t plan_len, CudaStorage storage, FILE *f, char *err, size_t errlen);
 
 #endif

@@ -157,7 +157,7 @@ static int cmd_compile(int argc, char **argv) {
         StrBuf plan = {0};
         char err[ERR_LEN] = "";
         bool ok = r && pack_build_plan(r, &plan, NULL, &d);
-        ok = ok && cuda_gen_print(plan.data, plan.len, stdout, err, sizeof err);
+        ok = ok && cuda_gen_print(plan.data, plan.len, R_BOOL(r, fp16) ? CUDA_F16 : CUDA_BF16, stdout, err, sizeof err);
         if (r && !ok && d.errors == 0) {
             sb_printf(&d.text, "llfc: error: %s\n", err);
             d.errors++;

@@ -439,7 +439,8 @@ typedef struct {
     char *names[NVRTC_MAX_ARCHS + 1];
 } Owned;
 
-bool nvrtc_payload_build(NvrtcPayload *pl, const void *plan_bytes, size_t plan_len, char *err, size_t errlen) {
+bool nvrtc_payload_build(NvrtcPayload *pl, const void *plan_bytes, size_t plan_len, CudaStorage storage, char *err,
+                         size_t errlen) {
     memset(pl, 0, sizeof *pl);
     if (!arch_choice.set) nvrtc_set_arch_list(NVRTC_DEFAULT_ARCH, false, NULL, 0);
     if (arch_choice.n == 0) return true; /* --arch none */
@@ -450,7 +451,7 @@ bool nvrtc_payload_build(NvrtcPayload *pl, const void *plan_bytes, size_t plan_l
     if (!plan) return false;
     Owned *o = xcalloc(1, sizeof *o);
     pl->owned = o;
-    bool ok = cuda_gen(plan, &o->unit, err, errlen);
+    bool ok = cuda_gen(plan, storage, &o->unit, err, errlen);
     if (ok) cuda_unit_launches(&o->unit, plan, &o->launches);
     plan_free(plan);
     if (!ok) return false;

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cuda_gen.h"
 #include "graph.h"
 #include "payload.h"
 
@@ -68,9 +69,11 @@ typedef struct {
     void *owned;           /* what the entries point into */
 } NvrtcPayload;
 
-/* Generate and compile the CUDA of a serialized plan (pack.c's plan.bin) into payload entries.
- * With --arch none, or no NVRTC and no explicit --arch, nothing is added (and note says why). */
-bool nvrtc_payload_build(NvrtcPayload *pl, const void *plan_bytes, size_t plan_len, char *err, size_t errlen);
+/* Generate (with `storage` as floatX: cuda_gen.h) and compile the CUDA of a serialized plan
+ * (pack.c's plan.bin) into payload entries. With --arch none, or no NVRTC and no explicit
+ * --arch, nothing is added (and note says why). */
+bool nvrtc_payload_build(NvrtcPayload *pl, const void *plan_bytes, size_t plan_len, CudaStorage storage, char *err,
+                         size_t errlen);
 void nvrtc_payload_free(NvrtcPayload *pl);
 
 #endif

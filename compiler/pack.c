@@ -181,7 +181,8 @@ static bool write_trainer(const Recipe *r, const Sources *lua, const StrBuf *pla
     // the generated unit, its CUBINs and PTX for llfc's --arch (compiler/nvrtc.h)
     NvrtcPayload cuda = {0};
     static char cuda_err[16384]; /* NVRTC's log with the generated lines can be long */
-    if (!nvrtc_payload_build(&cuda, plan->data, plan->len, cuda_err, sizeof cuda_err)) {
+    if (!nvrtc_payload_build(&cuda, plan->data, plan->len, R_BOOL(r, fp16) ? CUDA_F16 : CUDA_BF16, cuda_err,
+                             sizeof cuda_err)) {
         sb_printf(&d->text, "llfc: error: %s\n", cuda_err);
         d->errors++;
         nvrtc_payload_free(&cuda);

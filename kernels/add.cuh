@@ -6,7 +6,7 @@
  * fp32 gradient. No atomics, so two runs give the same bits, as the CPU reference does.
  */
 
-#define ADD_FWD_PARAMS bf16 *c, const bf16 *a, const bf16 *b
+#define ADD_FWD_PARAMS floatX *c, const floatX *a, const floatX *b
 #define ADD_FWD_ARGS c, a, b
 __device__ __forceinline__ void add_fwd(ADD_FWD_PARAMS, i64 n) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -14,7 +14,7 @@ __device__ __forceinline__ void add_fwd(ADD_FWD_PARAMS, i64 n) {
 }
 
 /* dst = src (ACCUM 0) or dst += src (ACCUM 1): an activation gradient with several consumers. */
-#define ACCUM_PARAMS bf16 *dst, const bf16 *src
+#define ACCUM_PARAMS floatX *dst, const floatX *src
 #define ACCUM_ARGS dst, src
 template <int ACCUM>
 __device__ __forceinline__ void accum(ACCUM_PARAMS, i64 n) {
@@ -23,7 +23,7 @@ __device__ __forceinline__ void accum(ACCUM_PARAMS, i64 n) {
 }
 
 /* y (M, N) += bias (N), when the linear layer has no LoRA to fuse it with. */
-#define BIAS_ADD_PARAMS bf16 *y, const bf16 *bias
+#define BIAS_ADD_PARAMS floatX *y, const floatX *bias
 #define BIAS_ADD_ARGS y, bias
 template <int N>
 __device__ __forceinline__ void bias_add(BIAS_ADD_PARAMS, i64 M) {
@@ -34,7 +34,7 @@ __device__ __forceinline__ void bias_add(BIAS_ADD_PARAMS, i64 M) {
 /* partial[slab, c] = sum over the slab's rows of dy[r, c] (* x[r, c] * rstd[r] when x is given:
  * RMSNorm's weight gradient). Block (32, 8): x is the column in a 32-wide tile, y a row lane;
  * grid (ceil(D / 32), SLABS). */
-#define COLSUM_PARTIAL_PARAMS float *partial, const bf16 *dy, const bf16 *x, const float *rstd
+#define COLSUM_PARTIAL_PARAMS float *partial, const floatX *dy, const floatX *x, const float *rstd
 #define COLSUM_PARTIAL_ARGS partial, dy, x, rstd
 template <int D, int SLABS, int WITH_X>
 __device__ __forceinline__ void colsum_partial(COLSUM_PARTIAL_PARAMS, i64 R) {

@@ -1,13 +1,13 @@
 /* attention.cuh - causal grouped-query attention over packed rows, forward and backward
  * (CUDA template of attention.c): a first correct fused kernel, not yet flash-fast.
  *
- *     q (B, T, NH, HD), k and v (B, T, NKV, HD) bf16; head h reads kv head h / (NH / NKV).
+ *     q (B, T, NH, HD), k and v (B, T, NKV, HD) floatX; head h reads kv head h / (NH / NKV).
  *     Query i sees key j when j <= i, seq[b, j] == seq[b, i] (packed sequences) and, with a
  *     sliding WINDOW, i - j < WINDOW. s = q.k * scale, soft-capped when HAS_CAP.
- *     out (B, T, NH, HD) bf16; lse (B, NH, T) fp32 saved for backward; delta (B, NH, T) fp32.
+ *     out (B, T, NH, HD) floatX; lse (B, NH, T) fp32 saved for backward; delta (B, NH, T) fp32.
  *
  * Shape of the work: a block of ATTN_WARPS warps takes ATTN_WARPS consecutive queries of one
- * (row, head); tiles of 32 keys go through shared memory (bf16, rows padded by one word so the
+ * (row, head); tiles of 32 keys go through shared memory (floatX, rows padded by one word so the
  * 32 lanes hit 32 banks); within a tile lane j scores key j, the warp keeps a running max and
  * sum (online softmax, no T x T matrix) and each lane accumulates the output dims lane,
  * lane + 32, ... Backward recomputes the probabilities from lse: attention_bwd_dq is the same
@@ -28,13 +28,13 @@ __device__ __forceinline__ bool attn_visible(int i, int j, int si, int sj) {
     return j <= i && si == sj && (WINDOW == 0 || i - j < WINDOW);
 }
 
-#define ATTENTION_FWD_PARAMS bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, \
+#define ATTENTION_FWD_PARAMS floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, \
     const int *seq
 #define ATTENTION_FWD_ARGS out, lse, q, k, v, seq
 template <int T, int NH, int NKV, int HD, int WINDOW, int HAS_CAP>
 __device__ __forceinline__ void attention_fwd(ATTENTION_FWD_PARAMS, float scale, float cap) {
     constexpr int G = NH / NKV, DP = (HD + 31) / 32, KS = HD + 2;
-    __shared__ bf16 ks[ATTN_TILE][KS], vs[ATTN_TILE][KS];
+    __shared__ floatX ks[ATTN_TILE][KS], vs[ATTN_TILE][KS];
     __shared__ float qs[ATTN_WARPS][HD];
     __shared__ int kseq[ATTN_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -53,8 +53,8 @@ __device__ __forceinline__ void attention_fwd(ATTENTION_FWD_PARAMS, float scale,
         for (int e = threadIdx.x; e < ATTN_TILE * HD; e += blockDim.x) {
             const int jj = e / HD, d = e % HD, j = j0 + jj;
             const i64 at = (((i64)b * T + j) * NKV + kh) * HD + d;
-            ks[jj][d] = j < T ? k[at] : (bf16)0;
-            vs[jj][d] = j < T ? v[at] : (bf16)0;
+            ks[jj][d] = j < T ? k[at] : floatX{0};
+            vs[jj][d] = j < T ? v[at] : floatX{0};
         }
         for (int jj = threadIdx.x; jj < ATTN_TILE; jj += blockDim.x)
             kseq[jj] = j0 + jj < T ? seq[(i64)b * T + j0 + jj] : 0;
@@ -65,7 +65,7 @@ __device__ __forceinline__ void attention_fwd(ATTENTION_FWD_PARAMS, float scale,
         float s = -LLFC_INF;
         if (ok) {
             float dot = 0;
-            for (int d = 0; d < HD; d++) dot += qs[warp][d] * bf16_to_f32(ks[lane][d]);
+            for (int d = 0; d < HD; d++) dot += qs[warp][d] * to_f32(ks[lane][d]);
             s = attn_capped<HAS_CAP>(dot * scale, cap);
         }
         const float tile_max = warp_max(s);
@@ -78,7 +78,7 @@ __device__ __forceinline__ void attention_fwd(ATTENTION_FWD_PARAMS, float scale,
             const float pj = __shfl_sync(0xffffffffu, p, jj);
             if (pj == 0.0f) continue;
             for (int c = 0; c < DP; c++)
-                if (lane + 32 * c < HD) acc[c] += pj * bf16_to_f32(vs[jj][lane + 32 * c]);
+                if (lane + 32 * c < HD) acc[c] += pj * to_f32(vs[jj][lane + 32 * c]);
         }
         m = m_new;
     }
@@ -101,13 +101,13 @@ __device__ __forceinline__ float attn_grad_logit(float raw, float p, float dp, f
     return ds * scale;
 }
 
-#define ATTENTION_BWD_DQ_PARAMS bf16 *dq, float *delta, const bf16 *dout, const bf16 *out, \
-    const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *seq
+#define ATTENTION_BWD_DQ_PARAMS floatX *dq, float *delta, const floatX *dout, const floatX *out, \
+    const float *lse, const floatX *q, const floatX *k, const floatX *v, const int *seq
 #define ATTENTION_BWD_DQ_ARGS dq, delta, dout, out, lse, q, k, v, seq
 template <int T, int NH, int NKV, int HD, int WINDOW, int HAS_CAP>
 __device__ __forceinline__ void attention_bwd_dq(ATTENTION_BWD_DQ_PARAMS, float scale, float cap) {
     constexpr int G = NH / NKV, DP = (HD + 31) / 32, KS = HD + 2;
-    __shared__ bf16 ks[ATTN_TILE][KS], vs[ATTN_TILE][KS];
+    __shared__ floatX ks[ATTN_TILE][KS], vs[ATTN_TILE][KS];
     __shared__ float qs[ATTN_WARPS][HD], dos[ATTN_WARPS][HD];
     __shared__ int kseq[ATTN_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -137,8 +137,8 @@ __device__ __forceinline__ void attention_bwd_dq(ATTENTION_BWD_DQ_PARAMS, float 
         for (int e = threadIdx.x; e < ATTN_TILE * HD; e += blockDim.x) {
             const int jj = e / HD, d = e % HD, j = j0 + jj;
             const i64 at = (((i64)b * T + j) * NKV + kh) * HD + d;
-            ks[jj][d] = j < T ? k[at] : (bf16)0;
-            vs[jj][d] = j < T ? v[at] : (bf16)0;
+            ks[jj][d] = j < T ? k[at] : floatX{0};
+            vs[jj][d] = j < T ? v[at] : floatX{0};
         }
         for (int jj = threadIdx.x; jj < ATTN_TILE; jj += blockDim.x)
             kseq[jj] = j0 + jj < T ? seq[(i64)b * T + j0 + jj] : 0;
@@ -149,8 +149,8 @@ __device__ __forceinline__ void attention_bwd_dq(ATTENTION_BWD_DQ_PARAMS, float 
         if (j < T && attn_visible<WINDOW>(i, j, sid, kseq[lane])) {
             float dot = 0, dp = 0;
             for (int d = 0; d < HD; d++) {
-                dot += qs[warp][d] * bf16_to_f32(ks[lane][d]);
-                dp += dos[warp][d] * bf16_to_f32(vs[lane][d]);
+                dot += qs[warp][d] * to_f32(ks[lane][d]);
+                dp += dos[warp][d] * to_f32(vs[lane][d]);
             }
             const float raw = dot * scale, p = expf(attn_capped<HAS_CAP>(raw, cap) - L);
             ds = attn_grad_logit<HAS_CAP>(raw, p, dp, D, scale, cap);
@@ -159,7 +159,7 @@ __device__ __forceinline__ void attention_bwd_dq(ATTENTION_BWD_DQ_PARAMS, float 
             const float dsj = __shfl_sync(0xffffffffu, ds, jj);
             if (dsj == 0.0f) continue;
             for (int c = 0; c < DP; c++)
-                if (lane + 32 * c < HD) acc[c] += dsj * bf16_to_f32(ks[jj][lane + 32 * c]);
+                if (lane + 32 * c < HD) acc[c] += dsj * to_f32(ks[jj][lane + 32 * c]);
         }
     }
     if (!active) return;
@@ -169,13 +169,13 @@ __device__ __forceinline__ void attention_bwd_dq(ATTENTION_BWD_DQ_PARAMS, float 
 
 /* dk_j = sum over the group's heads and visible queries of ds_ij q_i; dv_j = sum p_ij dout_i.
  * Grid (ceil(T / ATTN_WARPS), NKV, B): a warp per key, tiles of 32 queries of one head. */
-#define ATTENTION_BWD_DKDV_PARAMS bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, \
-    const float *delta, const bf16 *q, const bf16 *k, const bf16 *v, const int *seq
+#define ATTENTION_BWD_DKDV_PARAMS floatX *dk, floatX *dv, const floatX *dout, const float *lse, \
+    const float *delta, const floatX *q, const floatX *k, const floatX *v, const int *seq
 #define ATTENTION_BWD_DKDV_ARGS dk, dv, dout, lse, delta, q, k, v, seq
 template <int T, int NH, int NKV, int HD, int WINDOW, int HAS_CAP>
 __device__ __forceinline__ void attention_bwd_dkdv(ATTENTION_BWD_DKDV_PARAMS, float scale, float cap) {
     constexpr int G = NH / NKV, DP = (HD + 31) / 32, KS = HD + 2;
-    __shared__ bf16 qs[ATTN_TILE][KS], dos[ATTN_TILE][KS];
+    __shared__ floatX qs[ATTN_TILE][KS], dos[ATTN_TILE][KS];
     __shared__ float kf[ATTN_WARPS][HD], vf[ATTN_WARPS][HD];
     __shared__ float qlse[ATTN_TILE], qdelta[ATTN_TILE];
     __shared__ int qseq[ATTN_TILE];
@@ -202,8 +202,8 @@ __device__ __forceinline__ void attention_bwd_dkdv(ATTENTION_BWD_DKDV_PARAMS, fl
             for (int e = threadIdx.x; e < ATTN_TILE * HD; e += blockDim.x) {
                 const int ii = e / HD, d = e % HD, i = i0 + ii;
                 const i64 at = (((i64)b * T + i) * NH + h) * HD + d;
-                qs[ii][d] = i < T ? q[at] : (bf16)0;
-                dos[ii][d] = i < T ? dout[at] : (bf16)0;
+                qs[ii][d] = i < T ? q[at] : floatX{0};
+                dos[ii][d] = i < T ? dout[at] : floatX{0};
             }
             for (int ii = threadIdx.x; ii < ATTN_TILE; ii += blockDim.x) {
                 const int i = i0 + ii;
@@ -218,8 +218,8 @@ __device__ __forceinline__ void attention_bwd_dkdv(ATTENTION_BWD_DKDV_PARAMS, fl
             if (i < T && attn_visible<WINDOW>(i, j, qseq[lane], sid)) {
                 float dot = 0, dp = 0;
                 for (int d = 0; d < HD; d++) {
-                    dot += bf16_to_f32(qs[lane][d]) * kf[warp][d];
-                    dp += bf16_to_f32(dos[lane][d]) * vf[warp][d];
+                    dot += to_f32(qs[lane][d]) * kf[warp][d];
+                    dp += to_f32(dos[lane][d]) * vf[warp][d];
                 }
                 const float raw = dot * scale;
                 p = expf(attn_capped<HAS_CAP>(raw, cap) - qlse[lane]);
@@ -230,8 +230,8 @@ __device__ __forceinline__ void attention_bwd_dkdv(ATTENTION_BWD_DKDV_PARAMS, fl
                 if (pi == 0.0f && dsi == 0.0f) continue;
                 for (int c = 0; c < DP; c++)
                     if (lane + 32 * c < HD) {
-                        dv_acc[c] += pi * bf16_to_f32(dos[ii][lane + 32 * c]);
-                        dk_acc[c] += dsi * bf16_to_f32(qs[ii][lane + 32 * c]);
+                        dv_acc[c] += pi * to_f32(dos[ii][lane + 32 * c]);
+                        dk_acc[c] += dsi * to_f32(qs[ii][lane + 32 * c]);
                     }
             }
         }

@@ -7,7 +7,7 @@
  *                      the target's logit when it falls in this chunk (online softmax)
  *   then    ce_finish  loss_sum (double) and count over counted rows, in a fixed order
  *   pass 2  ce_grad    the chunk recomputed, dlogits = grad_scale * (softmax - onehot), through
- *                      the soft-cap's derivative, in bf16 for the two GEMMs that take it back
+ *                      the soft-cap's derivative, in floatX for the two GEMMs that take it back
  *                      to the hidden state and the LM head's gradient
  * Position t of row b predicts labels[b, t + 1]; the last position and -100 count for nothing.
  * One block (256 threads) per row.
@@ -49,16 +49,16 @@ __device__ __forceinline__ void ce_stats(CE_STATS_PARAMS, float cap) {
     if (y >= v0 && y < v0 + width) target_logit[r] = ce_capped<HAS_CAP>(x[y - v0], cap);
 }
 
-#define CE_GRAD_PARAMS bf16 *dlogits, const float *logits, const int *labels, const float *row_max, \
+#define CE_GRAD_PARAMS floatX *dlogits, const float *logits, const int *labels, const float *row_max, \
     const float *row_sum, int v0, int width, float grad_scale
 #define CE_GRAD_ARGS dlogits, logits, labels, row_max, row_sum, v0, width, grad_scale
 template <int T, int HAS_CAP>
 __device__ __forceinline__ void ce_grad(CE_GRAD_PARAMS, float cap) {
     const i64 r = blockIdx.x;
     const int y = ce_target(labels, r, T);
-    bf16 *d = dlogits + r * width;
+    floatX *d = dlogits + r * width;
     if (y == -100) {
-        for (int k = threadIdx.x; k < width; k += blockDim.x) d[k] = 0;
+        for (int k = threadIdx.x; k < width; k += blockDim.x) st(d, k, 0.0f);
         return;
     }
     const float *x = logits + r * width;

@@ -10,7 +10,7 @@ __device__ __forceinline__ bool dropout_keep(u32 u, float p) {
     return (float)(u >> 8) * (1.0f / 16777216.0f) >= p;
 }
 
-#define DROPOUT_FWD_PARAMS bf16 *out, const bf16 *x, u64 seed, u64 purpose, u64 first
+#define DROPOUT_FWD_PARAMS floatX *out, const floatX *x, u64 seed, u64 purpose, u64 first
 #define DROPOUT_FWD_ARGS out, x, seed, purpose, first
 __device__ __forceinline__ void dropout_fwd(DROPOUT_FWD_PARAMS, i64 n, float p) {
     const i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -23,7 +23,7 @@ __device__ __forceinline__ void dropout_fwd(DROPOUT_FWD_PARAMS, i64 n, float p) 
 }
 
 /* dx += drop(src): LoRA's input gradient through the dropout, added to the base path's. */
-#define DROPOUT_ACCUM_PARAMS bf16 *dx, const bf16 *src, u64 seed, u64 purpose, u64 first
+#define DROPOUT_ACCUM_PARAMS floatX *dx, const floatX *src, u64 seed, u64 purpose, u64 first
 #define DROPOUT_ACCUM_ARGS dx, src, seed, purpose, first
 __device__ __forceinline__ void dropout_accum(DROPOUT_ACCUM_PARAMS, i64 n, float p) {
     const i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x;

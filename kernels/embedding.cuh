@@ -9,7 +9,7 @@
  * only when the embedding trains (full fine-tuning or modules_to_save).
  */
 
-#define EMBEDDING_FWD_PARAMS bf16 *out, const int *ids, const bf16 *table
+#define EMBEDDING_FWD_PARAMS floatX *out, const int *ids, const floatX *table
 #define EMBEDDING_FWD_ARGS out, ids, table
 template <int C>
 __device__ __forceinline__ void embedding_fwd(EMBEDDING_FWD_PARAMS, i64 N, float scale) {
@@ -19,7 +19,7 @@ __device__ __forceinline__ void embedding_fwd(EMBEDDING_FWD_PARAMS, i64 N, float
     st(out, i, ld(table, (i64)ids[t] * C + c) * scale);
 }
 
-#define EMBEDDING_BWD_PARAMS float *dtable, const int *ids, const bf16 *dout
+#define EMBEDDING_BWD_PARAMS float *dtable, const int *ids, const floatX *dout
 #define EMBEDDING_BWD_ARGS dtable, ids, dout
 template <int C>
 __device__ __forceinline__ void embedding_bwd(EMBEDDING_BWD_PARAMS, i64 N, float scale) {

@@ -21,7 +21,7 @@ __device__ __forceinline__ float glu_act(float x, float *deriv) {
     }
 }
 
-#define GLU_FWD_PARAMS bf16 *h, const bf16 *gate, const bf16 *up
+#define GLU_FWD_PARAMS floatX *h, const floatX *gate, const floatX *up
 #define GLU_FWD_ARGS h, gate, up
 template <int ACT>
 __device__ __forceinline__ void glu_fwd(GLU_FWD_PARAMS, i64 n) {
@@ -31,7 +31,7 @@ __device__ __forceinline__ void glu_fwd(GLU_FWD_PARAMS, i64 n) {
     st(h, i, glu_act<ACT>(ld(gate, i), &d) * ld(up, i));
 }
 
-#define GLU_BWD_PARAMS bf16 *dgate, bf16 *dup, const bf16 *dh, const bf16 *gate, const bf16 *up
+#define GLU_BWD_PARAMS floatX *dgate, floatX *dup, const floatX *dh, const floatX *gate, const floatX *up
 #define GLU_BWD_ARGS dgate, dup, dh, gate, up
 template <int ACT>
 __device__ __forceinline__ void glu_bwd(GLU_BWD_PARAMS, i64 n) {

@@ -8,7 +8,7 @@
  * written once. One thread per output element.
  */
 
-#define LORA_ADD_PARAMS bf16 *y, const bf16 *u, const bf16 *Bw, const bf16 *bias
+#define LORA_ADD_PARAMS floatX *y, const floatX *u, const floatX *Bw, const floatX *bias
 #define LORA_ADD_ARGS y, u, Bw, bias
 template <int N, int R, int HAS_BIAS>
 __device__ __forceinline__ void lora_add(LORA_ADD_PARAMS, i64 M, float scale) {

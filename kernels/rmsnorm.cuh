@@ -8,14 +8,14 @@
  * colsum_partial / colsum_finish with WITH_X.
  */
 
-#define RMSNORM_FWD_PARAMS bf16 *y, float *rstd, const bf16 *x, const bf16 *w
+#define RMSNORM_FWD_PARAMS floatX *y, float *rstd, const floatX *x, const floatX *w
 #define RMSNORM_FWD_ARGS y, rstd, x, w
 template <int D, int OFFSET>
 __device__ __forceinline__ void rmsnorm_fwd(RMSNORM_FWD_PARAMS, i64 R, float eps) {
     const i64 r = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (r >= R) return;
-    const bf16 *xr = x + r * D;
+    const floatX *xr = x + r * D;
     float ss = 0;
     for (int c = lane; c < D; c += 32) {
         const float v = ld(xr, c);
@@ -28,8 +28,8 @@ __device__ __forceinline__ void rmsnorm_fwd(RMSNORM_FWD_PARAMS, i64 R, float eps
 
 /* Fused residual add + RMSNorm: sum = a + b (kept: the next residual and backward read it),
  * then the norm of the rounded sum, so it equals the unfused pair exactly. */
-#define ADD_RMSNORM_FWD_PARAMS bf16 *sum, bf16 *y, float *rstd, const bf16 *a, const bf16 *b, \
-    const bf16 *w
+#define ADD_RMSNORM_FWD_PARAMS floatX *sum, floatX *y, float *rstd, const floatX *a, const floatX *b, \
+    const floatX *w
 #define ADD_RMSNORM_FWD_ARGS sum, y, rstd, a, b, w
 template <int D, int OFFSET>
 __device__ __forceinline__ void add_rmsnorm_fwd(ADD_RMSNORM_FWD_PARAMS, i64 R, float eps) {
@@ -38,9 +38,8 @@ __device__ __forceinline__ void add_rmsnorm_fwd(ADD_RMSNORM_FWD_PARAMS, i64 R, f
     if (r >= R) return;
     float ss = 0;
     for (int c = lane; c < D; c += 32) {
-        const bf16 h = f32_to_bf16(ld(a, r * D + c) + ld(b, r * D + c));
-        sum[r * D + c] = h;
-        const float v = bf16_to_f32(h);
+        st(sum, r * D + c, ld(a, r * D + c) + ld(b, r * D + c));
+        const float v = ld(sum, r * D + c);
         ss += v * v;
     }
     const float s = 1.0f / sqrtf(warp_sum(ss) / D + eps);
@@ -51,7 +50,7 @@ __device__ __forceinline__ void add_rmsnorm_fwd(ADD_RMSNORM_FWD_PARAMS, i64 R, f
 
 /* With n = x * rstd and g = dy * (OFFSET + w): dx = rstd * (g - n * mean(g * n)),
  * written (ACCUM 0) or added (ACCUM 1). */
-#define RMSNORM_BWD_PARAMS bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w, \
+#define RMSNORM_BWD_PARAMS floatX *dx, const floatX *dy, const floatX *x, const floatX *w, \
     const float *rstd
 #define RMSNORM_BWD_ARGS dx, dy, x, w, rstd
 template <int D, int OFFSET, int ACCUM>

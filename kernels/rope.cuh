@@ -10,7 +10,7 @@
  * host: dynamic NTK rope changes them with the batch's longest position.
  */
 
-#define ROPE_APPLY_PARAMS bf16 *out1, const bf16 *in1, bf16 *out2, const bf16 *in2, const int *pos, \
+#define ROPE_APPLY_PARAMS floatX *out1, const floatX *in1, floatX *out2, const floatX *in2, const int *pos, \
     const float *inv_freq, float attn_scale
 #define ROPE_APPLY_ARGS out1, in1, out2, in2, pos, inv_freq, attn_scale
 template <int HD, int H1, int H2, int SIGN>
@@ -27,8 +27,8 @@ __device__ __forceinline__ void rope_apply(ROPE_APPLY_PARAMS) {
     __syncthreads();
     for (int k = threadIdx.x; k < (H1 + H2) * half; k += blockDim.x) {
         const int h = k / half, i = k % half;
-        const bf16 *x = h < H1 ? in1 + (t * H1 + h) * HD : in2 + (t * H2 + (h - H1)) * HD;
-        bf16 *o = h < H1 ? out1 + (t * H1 + h) * HD : out2 + (t * H2 + (h - H1)) * HD;
+        const floatX *x = h < H1 ? in1 + (t * H1 + h) * HD : in2 + (t * H2 + (h - H1)) * HD;
+        floatX *o = h < H1 ? out1 + (t * H1 + h) * HD : out2 + (t * H2 + (h - H1)) * HD;
         const float x1 = ld(x, i), x2 = ld(x, i + half);
         st(o, i, x1 * cs[i] - x2 * sn[i]);
         st(o, i + half, x2 * cs[i] + x1 * sn[i]);

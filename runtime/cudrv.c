@@ -22,6 +22,7 @@ enum {
     CU_ATTR_CC_MINOR = 76,
     CUBLAS_COMPUTE_32F = 68,
     CUDA_R_32F = 0,
+    CUDA_R_16F = 2,
     CUDA_R_16BF = 14,
     LT_DESC_TRANSA = 3,
     LT_DESC_TRANSB = 4,
@@ -43,7 +44,7 @@ typedef struct {
 #define MAX_SHAPES 512
 
 typedef struct {
-    CuType c_type;
+    CuType c_type, ab_type;
     int64_t M, N, K, lda, ldb, ldc;
     bool trans_a, trans_b;
     LtDesc desc;
@@ -300,14 +301,15 @@ bool cudrv_sync(CuDrv *d, const char *what, char *err, size_t errlen) {
  * is column-major (c, r) with leading dimension ld. */
 static bool make_shape(CuDrv *d, Shape *s, const char *what, char *err, size_t errlen) {
     int ta = s->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = s->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int ct = s->c_type == CU_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    const int ab = s->ab_type == CU_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    const int ct = s->c_type == CU_F32 ? CUDA_R_32F : s->c_type == CU_F16 ? CUDA_R_16F : CUDA_R_16BF;
     uint64_t a_rows = s->trans_b ? (uint64_t)s->K : (uint64_t)s->N, a_cols = s->trans_b ? (uint64_t)s->N : (uint64_t)s->K;
     uint64_t b_rows = s->trans_a ? (uint64_t)s->M : (uint64_t)s->K, b_cols = s->trans_a ? (uint64_t)s->K : (uint64_t)s->M;
     if (!lt_ok(d->lt_fn.desc_create(&s->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate", what, err, errlen) ||
         !lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_TRANSA, &ta, sizeof ta), "MatmulDescSetAttribute", what, err, errlen) ||
         !lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_TRANSB, &tb, sizeof tb), "MatmulDescSetAttribute", what, err, errlen) ||
-        !lt_ok(d->lt_fn.layout_create(&s->a, CUDA_R_16BF, a_rows, a_cols, s->ldb), "MatrixLayoutCreate", what, err, errlen) ||
-        !lt_ok(d->lt_fn.layout_create(&s->b, CUDA_R_16BF, b_rows, b_cols, s->lda), "MatrixLayoutCreate", what, err, errlen) ||
+        !lt_ok(d->lt_fn.layout_create(&s->a, ab, a_rows, a_cols, s->ldb), "MatrixLayoutCreate", what, err, errlen) ||
+        !lt_ok(d->lt_fn.layout_create(&s->b, ab, b_rows, b_cols, s->lda), "MatrixLayoutCreate", what, err, errlen) ||
         !lt_ok(d->lt_fn.layout_create(&s->c, ct, (uint64_t)s->N, (uint64_t)s->M, s->ldc), "MatrixLayoutCreate", what, err,
                errlen))
         return false;
@@ -331,7 +333,7 @@ static Shape *shape_for(CuDrv *d, const CuGemm *g, const char *what, char *err, 
     int64_t ldc = g->ldc ? g->ldc : g->N;
     for (int i = 0; i < d->n_shapes; i++) {
         Shape *s = &d->shapes[i];
-        if (s->c_type == g->c_type && s->M == g->M && s->N == g->N && s->K == g->K && s->lda == lda && s->ldb == ldb &&
+        if (s->c_type == g->c_type && s->ab_type == g->ab_type && s->M == g->M && s->N == g->N && s->K == g->K && s->lda == lda && s->ldb == ldb &&
             s->ldc == ldc && s->trans_a == g->trans_a && s->trans_b == g->trans_b)
             return s;
     }
@@ -340,7 +342,7 @@ static Shape *shape_for(CuDrv *d, const CuGemm *g, const char *what, char *err, 
         return NULL;
     }
     Shape *s = &d->shapes[d->n_shapes];
-    *s = (Shape){.c_type = g->c_type, .M = g->M, .N = g->N, .K = g->K, .lda = lda, .ldb = ldb, .ldc = ldc,
+    *s = (Shape){.c_type = g->c_type, .ab_type = g->ab_type, .M = g->M, .N = g->N, .K = g->K, .lda = lda, .ldb = ldb, .ldc = ldc,
                  .trans_a = g->trans_a, .trans_b = g->trans_b};
     if (!make_shape(d, s, what, err, errlen)) return NULL;
     d->n_shapes++;

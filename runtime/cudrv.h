@@ -49,15 +49,16 @@ bool cudrv_launch(CuDrv *d, void *fn, const uint32_t grid[3], const uint32_t blo
 /* Wait for everything launched; an error of an earlier launch surfaces here. */
 bool cudrv_sync(CuDrv *d, const char *what, char *err, size_t errlen);
 
-typedef enum { CU_BF16, CU_F32 } CuType;
+typedef enum { CU_BF16, CU_F32, CU_F16 } CuType;
 
 /* C (M, N) = alpha op(A) op(B) + beta C, all row-major (kernels/matmul.h's convention):
  * op(A) (M, K) is A (M, K) or, with trans_a, A^T of A stored (K, M); op(B) (K, N) is B or B^T
- * of B stored (N, K). A and B are bf16, C bf16 or fp32, fp32 accumulation. lda/ldb/ldc are the
- * row strides (0 = dense). The algorithm is chosen once per shape and kept. */
+ * of B stored (N, K). A and B are ab_type (bf16, the default, or f16), C that type or fp32,
+ * fp32 accumulation. lda/ldb/ldc are the row strides (0 = dense). The algorithm is chosen once
+ * per shape and kept. */
 typedef struct {
     CuPtr C, A, B;
-    CuType c_type;
+    CuType c_type, ab_type;
     int64_t M, N, K;
     int64_t lda, ldb, ldc;
     bool trans_a, trans_b;

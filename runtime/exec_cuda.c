@@ -2,8 +2,9 @@
  * cuBLASLt products, in the plan's order, on one stream. See exec_cuda.h; what each kernel
  * takes is compiler/cuda_gen.h's table.
  *
- * Device memory, one allocation each: the bf16 copy of every parameter (the plan's PARAM element
- * offsets, 2 bytes each), which every kernel and product reads; fp32 masters of the parameters
+ * Device memory, one allocation each: the 16-bit copy of every parameter (bf16, or f16 for a
+ * recipe with fp16: true: the unit's floatX; the plan's PARAM element offsets, 2 bytes each),
+ * which every kernel and product reads; fp32 masters of the parameters
  * AdamW updates only, packed in the optimizer's order (AdamW's state offsets), so a frozen base
  * weight under LoRA or freeze costs its 2 bytes and no more (as PEFT keeps it); GRAD (fp32),
  * INPUT (int32), ACT laid out again for the device (see "device layout"), AdamW's m and v, and
@@ -28,6 +29,7 @@
 #include "cudrv.h"
 #include "rng.h"
 #include "rope.h"
+#include "safetensors.h"
 
 #define MAX_ARGS 12
 
@@ -55,8 +57,9 @@ struct ExecCuda {
     OpLaunch *ops;
     int32_t optimizer[3];
     int64_t vc, colsum_floats, adamw_blocks, adamw_chunk, n_state;
+    CuType storage;                    /* floatX of the unit (launches.txt's storage): CU_BF16 or CU_F16 */
     CuPtr region[PLAN_REGIONS];        /* GRAD, INPUT, ACT (laid out by `act`); PARAM is not allocated */
-    CuPtr shadow, master;              /* bf16 copy of PARAM; fp32 masters of the n_state trained values */
+    CuPtr shadow, master;              /* floatX copy of PARAM; fp32 masters of the n_state trained values */
     CudaActLayout act;
     int64_t guard;                     /* LLFC_CUDA_CHECK_BOUNDS: guard bytes around each activation */
     uint8_t *act_host;                 /* with guards: the ACT buffer read back after each op */
@@ -93,7 +96,7 @@ static bool parse_launches(ExecCuda *ex, const char *text, size_t len, char *err
     for (char *line = strtok(buf, "\n"); line && ok; line = strtok(NULL, "\n")) {
         line_no++;
         if (line[0] == '#') continue;
-        char name[64], kind[32];
+        char name[64], kind[32], storage[16];
         long long v;
         int i, a, b, c, k[4], used = 0;
         Kernel kk;
@@ -101,6 +104,8 @@ static bool parse_launches(ExecCuda *ex, const char *text, size_t len, char *err
         else if (sscanf(line, "colsum_scratch %lld", &v) == 1) ex->colsum_floats = v;
         else if (sscanf(line, "adamw_blocks %lld", &v) == 1) ex->adamw_blocks = v;
         else if (sscanf(line, "adamw_chunk %lld", &v) == 1) ex->adamw_chunk = v;
+        else if (sscanf(line, "storage %15s", storage) == 1 && (!strcmp(storage, "bf16") || !strcmp(storage, "f16")))
+            ex->storage = strcmp(storage, "f16") ? CU_BF16 : CU_F16;
         else if (sscanf(line, "optimizer %d %d %d", &a, &b, &c) == 3) ex->optimizer[0] = a, ex->optimizer[1] = b, ex->optimizer[2] = c;
         else if (sscanf(line, "kernel %d %63s %u %u %u %u %u %u", &i, name, &kk.grid[0], &kk.grid[1], &kk.grid[2],
                         &kk.block[0], &kk.block[1], &kk.block[2]) == 8 && i == ex->n_kernels) {
@@ -249,7 +254,7 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
     const int64_t N = p->B * p->T, *rs = p->region_size;
     Alloc a[] = {
         {&ex->master, ex->n_state * 4, "fp32 master weights"},
-        {&ex->shadow, rs[PLAN_PARAM] * 2, "bf16 weights"},
+        {&ex->shadow, rs[PLAN_PARAM] * 2, ex->storage == CU_F16 ? "f16 weights" : "bf16 weights"},
         {&ex->region[PLAN_GRAD], rs[PLAN_GRAD] * 4, "gradients"},
         {&ex->m, ex->n_state * 4, "AdamW exp_avg"},
         {&ex->v, ex->n_state * 4, "AdamW exp_avg_sq"},
@@ -264,7 +269,7 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
         {&ex->count, 8, "loss"},
         {&ex->colsum, ex->colsum_floats * 4, "column sums"},
         {&ex->partial, ex->adamw_blocks * 8, "gradient norm"},
-        {&ex->norm_coef, 8, "gradient norm"},
+        {&ex->norm_coef, 12, "gradient norm"},
         {&ex->sumsq, 8, "gradient norm"},
         {&ex->inv_freq, (int64_t)sizeof ex->inv_freq_h, "rope frequencies"},
     };
@@ -278,9 +283,10 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
         snprintf(zero, sizeof zero, "; rank %d, ZeRO-%d: fp32 masters and AdamW state of its %lld of %lld trained "
                  "values (all of them: weights %.1f fp32, AdamW %.1f)", ex->rank, ex->stage, (long long)ex->n_state,
                  (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib);
-    snprintf(line, sizeof line, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f bf16, gradients %.1f, "
+    snprintf(line, sizeof line, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f %s, gradients %.1f, "
              "AdamW %.1f, activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)%s\n",
-             (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib, (double)a[2].bytes / mib,
+             (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib,
+             ex->storage == CU_F16 ? "f16" : "bf16", (double)a[2].bytes / mib,
              (double)(a[3].bytes + a[4].bytes) / mib, (double)a[6].bytes / mib,
              ex->guard ? " unshared, with bounds guards" : "", (double)(a[7].bytes + a[8].bytes) / mib,
              (double)free_b / mib, (double)total_b / mib, zero);
@@ -529,6 +535,8 @@ void exec_cuda_free(ExecCuda *ex) {
     free(ex);
 }
 
+bool exec_cuda_fp16(const ExecCuda *ex) { return ex->storage == CU_F16; }
+
 const char *exec_cuda_device(const ExecCuda *ex) { return ex->device; }
 
 const ExecParam *exec_cuda_params(const ExecCuda *ex, size_t *n) {
@@ -573,8 +581,8 @@ static void pack_masters(ExecCuda *ex, float *packed, bool to_host) {
 bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
     const int64_t n = ex->plan->region_size[PLAN_PARAM];
     uint16_t *h = xmalloc((size_t)n * 2 + 2);
-    for (int64_t i = 0; i < n; i++) h[i] = to_bf16(ex->host[0][i]);
-    bool ok = cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload bf16 weights", err, errlen);
+    for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(ex->host[0][i]) : to_bf16(ex->host[0][i]);
+    bool ok = cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload 16-bit weights", err, errlen);
     free(h);
     float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
     pack_masters(ex, packed, false);
@@ -708,7 +716,7 @@ static bool gemm(ExecCuda *ex, int32_t op, CuPtr C, bool c_f32, CuPtr A, CuPtr B
                  bool ta, bool tb, float alpha, float beta) {
     char what[64];
     snprintf(what, sizeof what, "op %d %s", (int)op, plan_op_name((PlanOpKind)ex->plan->ops[op].kind));
-    CuGemm g = {.C = C, .A = A, .B = B, .c_type = c_f32 ? CU_F32 : CU_BF16, .M = M, .N = N, .K = K,
+    CuGemm g = {.C = C, .A = A, .B = B, .c_type = c_f32 ? CU_F32 : ex->storage, .ab_type = ex->storage, .M = M, .N = N, .K = K,
                 .trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta};
     return cudrv_gemm(ex->d, &g, what, ex->err, ex->errlen);
 }
@@ -972,20 +980,22 @@ bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *e
 typedef struct { /* adamw.cuh's AdamWArgs */
     float neg_step[2], decay_mul[2];
     float w1, beta2, one_minus_beta2, bc2_sqrt, eps;
+    float unscale;
 } AdamWArgs;
 
 /* ZeRO: grad_norm_finish summed the squares of this rank's parameters' norms; the global norm is
  * the root of their sum over the ranks, and the clipping coefficient follows from it as
  * grad_norm_finish computes it (in float). The sum is one double over the TCP group: exact and in
- * rank order, and the host waits for the norm each step anyway (nccl.h sums fp32 only). */
-static bool norm_over_ranks(ExecCuda *ex, double max_norm) {
+ * rank order, and the host waits for the norm each step anyway (nccl.h sums fp32 only). Under
+ * loss scaling an overflow skips the step on every rank alike: they all see the same norm. */
+static bool norm_over_ranks(ExecCuda *ex, double max_norm, bool skip_nonfinite) {
     if (!ex->owner) return true;
     double sumsq = 0;
     if (!cudrv_get(ex->d, &sumsq, ex->sumsq, sizeof sumsq, "read the gradient norm", ex->err, ex->errlen) ||
         !dist_allreduce_sum_f64(ex->ranks, &sumsq, 1, ex->err, ex->errlen))
         return false;
     const float norm = (float)sqrt(sumsq), mx = max_norm > 0 ? (float)max_norm : 0.0f;
-    float norm_coef[2] = {norm, 1.0f};
+    float norm_coef[3] = {norm, 1.0f, skip_nonfinite && !isfinite(norm) ? 1.0f : 0.0f};
     if (mx > 0 && isfinite(norm)) {
         const float c = mx / (norm + 1e-6f);
         if (c < 1.0f) norm_coef[1] = c;
@@ -994,7 +1004,7 @@ static bool norm_over_ranks(ExecCuda *ex, double max_norm) {
 }
 
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
-                     double max_norm, double *norm, char *err, size_t errlen) {
+                     double max_norm, float unscale, bool *skipped, double *norm, char *err, size_t errlen) {
     ex->err = err, ex->errlen = errlen;
     if (n != ex->own1 - ex->own0)
         return errf(err, errlen, "AdamW got %zu parameters, the GPU trains %zu", n, ex->own1 - ex->own0);
@@ -1011,7 +1021,7 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
                         params[i].name);
     }
     AdamWArgs w = {.w1 = (float)(1.0 - c->beta1), .beta2 = (float)c->beta2, .one_minus_beta2 = (float)(1.0 - c->beta2),
-                   .bc2_sqrt = (float)sqrt(bc2), .eps = (float)c->eps};
+                   .bc2_sqrt = (float)sqrt(bc2), .eps = (float)c->eps, .unscale = unscale};
     for (int g = 0; g < 2; g++) {
         double lr = c->lr * (isnan(scale[g]) ? 1.0 : scale[g]) * lr_factor;
         w.neg_step[g] = (float)(-(lr / bc1));
@@ -1019,18 +1029,22 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
     }
     Args a = {0}, b = {0}, u = {0};
     arg_u64(&a, ex->partial), arg_u64(&a, ex->region[PLAN_GRAD]), arg_u64(&a, (uint64_t)ex->block0);
+    arg_f32(&a, unscale);
     arg_u64(&b, ex->norm_coef), arg_u64(&b, ex->sumsq), arg_u64(&b, ex->partial);
     arg_f32(&b, max_norm > 0 ? (float)max_norm : 0.0f), arg_i32(&b, (int32_t)ex->own0), arg_i32(&b, (int32_t)ex->own1);
+    arg_i32(&b, skipped != NULL);
     arg_u64(&u, ex->master), arg_u64(&u, ex->shadow), arg_u64(&u, ex->region[PLAN_GRAD]);
     arg_u64(&u, ex->m), arg_u64(&u, ex->v), arg_u64(&u, ex->norm_coef);
     u.ptr[u.n++] = &w; /* the struct by value: cuLaunchKernel copies sizeof(AdamWArgs) bytes from here */
     arg_u64(&u, (uint64_t)ex->block0), arg_u64(&u, (uint64_t)ex->state0);
-    float norm_coef[2];
+    float norm_coef[3];
     if (!launch_blocks(ex, ex->optimizer[0], ex->n_blocks, &a) || !launch_k(ex, ex->optimizer[1], &b, -1) ||
-        !norm_over_ranks(ex, max_norm) || !launch_blocks(ex, ex->optimizer[2], ex->n_blocks, &u) ||
+        !norm_over_ranks(ex, max_norm, skipped != NULL) || !launch_blocks(ex, ex->optimizer[2], ex->n_blocks, &u) ||
         !cudrv_get(ex->d, norm_coef, ex->norm_coef, sizeof norm_coef, "read the gradient norm", err, errlen))
         return false;
     *norm = norm_coef[0];
+    if (skipped) *skipped = norm_coef[2] != 0.0f;
+    if (skipped && *skipped) opt->step--; /* torch's optimizer.step() did not run */
     return true;
 }
 

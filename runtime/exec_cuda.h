@@ -3,10 +3,11 @@
  * matrix products through cuBLASLt (runtime/cudrv.h). The same calls as exec_cpu.h, so the
  * trainer drives both the same way; what differs:
  *
- *   - storage (compiler/cuda_gen.h): a bf16 copy of every weight, which every kernel and product
- *     reads, and fp32 masters of the trained weights only (frozen ones live in bf16 on the GPU,
- *     their host copy stays the truth); fp32 gradients and AdamW moments; activations at 2 bytes
- *     (bf16) and fp32 statistics at 4, laid out by the executor (exec_cuda_act_layout);
+ *   - storage (compiler/cuda_gen.h): a 16-bit copy of every weight (bf16, or f16 when the recipe
+ *     says fp16: true: the unit's floatX), which every kernel and product reads, and fp32 masters
+ *     of the trained weights only (frozen ones live in 16 bits on the GPU, their host copy stays
+ *     the truth); fp32 gradients and AdamW moments; activations at 2 bytes and fp32 statistics
+ *     at 4, laid out by the executor (exec_cuda_act_layout);
  *   - the loss is computed over vocabulary chunks with the LM head's products (the full
  *     logits are never stored), so exec_cuda_forward returns the loss only;
  *   - AdamW, the gradient norm and clipping run on the GPU (exec_cuda_adamw);
@@ -58,6 +59,10 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
                                 const ExecCudaShard *shard, FILE *log, char *err, size_t errlen);
 void exec_cuda_free(ExecCuda *ex);
 
+/* Whether the trainer's kernels keep f16 (the recipe's fp16: true: the trainer scales the loss)
+ * rather than bf16. */
+bool exec_cuda_fp16(const ExecCuda *ex);
+
 /* "NVIDIA H100 80GB HBM3 (sm_90)" */
 const char *exec_cuda_device(const ExecCuda *ex);
 
@@ -92,9 +97,14 @@ bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *e
  * same order as exec_cuda_params). *norm gets the gradient norm before clipping. Sharded (ZeRO):
  * params are this rank's only, the norm is over every rank's (their sums of squares added over
  * the shard's TCP group: every rank calls this together), and only this rank's parameters change;
- * exec_cuda_broadcast_params then sends them to the others. */
+ * exec_cuda_broadcast_params then sends them to the others.
+ * Loss scaling (fp16): the gradients are those of loss * scale; each is multiplied by unscale
+ * (1 / scale; 1 without scaling) before the norm and the update, and with `skipped` not NULL a
+ * gradient with an inf or NaN (an inf or NaN norm, over every rank's under ZeRO) skips the update
+ * on the device (no weight, moment or step count changes) and sets *skipped, as GradScaler.step
+ * does. */
 bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n, double lr_factor,
-                     double max_norm, double *norm, char *err, size_t errlen);
+                     double max_norm, float unscale, bool *skipped, double *norm, char *err, size_t errlen);
 
 /* Data parallel on the GPUs (nccl.h): the NCCL communicator of g's ranks on this executor's GPU
  * (NULL and *absent as ncl_open), and every rank's gradients summed in place on the GPUs with one

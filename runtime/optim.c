@@ -149,3 +149,25 @@ void optim_config_from_recipe(AdamWConfig *cfg, const Recipe *r) {
                          .beta2 = R_FLOAT(r, adam_beta2), .eps = R_FLOAT(r, adam_epsilon),
                          .weight_decay = R_FLOAT(r, weight_decay)};
 }
+
+// --- dynamic loss scaling
+
+void optim_scaler_init(LossScaler *s, double init_scale) {
+    *s = (LossScaler){.scale = init_scale, .growth = 2.0, .backoff = 0.5, .growth_interval = 2000};
+}
+
+/* GradScaler.update (_amp_update_scale_): the scale is an fp32 tensor there, so it is rounded to
+ * float here after each change; growth that would overflow float keeps the old scale. */
+bool optim_scaler_update(LossScaler *s, bool found_inf) {
+    const double old = s->scale;
+    if (found_inf) {
+        s->scale = (float)(s->scale * s->backoff);
+        s->clean = 0;
+        s->skipped++;
+    } else if (++s->clean == s->growth_interval) {
+        const float grown = (float)(s->scale * s->growth);
+        if (isfinite(grown)) s->scale = grown;
+        s->clean = 0;
+    }
+    return s->scale != old;
+}

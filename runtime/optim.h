@@ -101,6 +101,26 @@ double optim_loraplus_scale(const char *name, int ndim, double loraplus_ratio);
 /* AdamWConfig from a recipe: learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay. */
 void optim_config_from_recipe(AdamWConfig *cfg, const Recipe *recipe);
 
+// --- dynamic loss scaling (fp16: true on GPUs)
+
+/* torch.cuda.amp.GradScaler with its defaults, as HF Trainer (accelerate) runs it for fp16:
+ * backward on loss * scale; a step whose unscaled gradients hold an inf or NaN is skipped (no
+ * AdamW update, the optimizer's step count and the learning-rate schedule do not advance) and
+ * the scale is multiplied by backoff; after growth_interval steps in a row without one it is
+ * multiplied by growth. The step itself still counts (global_step, logs, checkpoints). */
+typedef struct {
+    double scale;          /* 65536 (init_scale) */
+    double growth, backoff; /* 2, 0.5 */
+    int64_t growth_interval; /* 2000 */
+    int64_t clean;         /* steps since the last overflow or growth (GradScaler's growth tracker) */
+    int64_t skipped;       /* steps skipped so far */
+} LossScaler;
+
+void optim_scaler_init(LossScaler *s, double init_scale);
+
+/* After a step: found_inf says whether it was skipped. Returns whether the scale changed. */
+bool optim_scaler_update(LossScaler *s, bool found_inf);
+
 // --- state in and out (checkpoint.c stores it as safetensors: NAME.exp_avg, NAME.exp_avg_sq)
 
 /* Check that a saved state fits these parameters: same count, same sizes. */

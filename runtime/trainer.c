@@ -8,6 +8,12 @@
  *     tokens counted in the whole group (transformers' num_items_in_batch), so accumulation
  *     gives the same gradient as one big batch;
  *   - clip to max_grad_norm, learning rate from the schedule at the step, AdamW;
+ *   - fp16 on GPUs: torch.cuda.amp.GradScaler's dynamic loss scaling (optim.h's LossScaler):
+ *     the loss gradient times the scale, gradients unscaled before the norm, a step with an inf
+ *     or NaN gradient skipped on the device (it counts as a step; its loss is logged, its
+ *     grad_norm, inf or NaN, is not; the schedule does not advance, as HF Trainer steps its
+ *     scheduler only when the optimizer ran) and the scale halved, doubled after 2000 clean
+ *     steps; each change is said on stderr;
  *   - the logged loss is the mean of the step losses since the last log;
  *   - data parallel over W ranks (dist.h): global micro-batch g is rows [g*B*W, (g+1)*B*W) of
  *     the epoch's order, rank r takes its r-th B rows, token counts and gradients are summed
@@ -81,6 +87,8 @@ typedef struct {
     GradSync *sync;                                /* CPU data parallel: reduction during backward */
     OptParam *owned;                               /* ZeRO: this rank's parameters */
     size_t n_owned;
+    bool fp16;                                     /* the GPU keeps f16: loss scaling */
+    LossScaler scaler;
 } Run;
 
 static double now_s(void) {
@@ -844,6 +852,16 @@ static bool zero_update(Run *run, double factor, double *norm_out, char *err, si
     return true;
 }
 
+/* A change of the loss scale, on its own line: an overflow that skipped `step`, or growth. */
+static void say_scale(const Run *run, int64_t step, bool skipped, double was, double norm) {
+    if (skipped)
+        fprintf(stderr, "\nfp16: step %lld skipped: %s in the gradients; loss scale %g -> %g\n", (long long)step,
+                isnan(norm) ? "NaN" : "inf", was, run->scaler.scale);
+    else
+        fprintf(stderr, "\nfp16: loss scale %g -> %g after %lld steps without inf or NaN\n", was, run->scaler.scale,
+                (long long)run->scaler.growth_interval);
+}
+
 /* First row of this rank's share of global micro-batch g. */
 static uint64_t rank_first_row(const Run *run, uint64_t g) {
     return (g * (uint64_t)run->world + (uint64_t)run->rank) * (uint64_t)run->B;
@@ -866,6 +884,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
         while (mb < per_epoch && step < run->total_steps) {
             if (step == run->die_at_step) raise(SIGKILL); // a rank dying mid-run, for the tests
             uint64_t group = per_epoch - mb < (uint64_t)run->accum ? per_epoch - mb : (uint64_t)run->accum;
+            const double loss_scale = run->fp16 ? run->scaler.scale : 1.0;
             double counted = 0; // the group's counted tokens first, over every rank: the loss is over all
             for (uint64_t k = 0; k < group; k++)
                 counted += (double)count_tokens(run, &run->train, run->order, rank_first_row(run, mb + k), rows);
@@ -877,7 +896,8 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
                 ExecLoss loss;
                 if (run->sync && k + 1 == group) exec_cpu_on_grads(run->ex, grads_ready, run->sync); // final ones
-                bool ok = ex_step(run, &b, counted > 0 ? (float)(1.0 / counted) : 1.0f, &loss, err, errlen);
+                bool ok = ex_step(run, &b, counted > 0 ? (float)(loss_scale / counted) : (float)loss_scale, &loss, err,
+                                  errlen);
                 if (run->sync) exec_cpu_on_grads(run->ex, NULL, NULL);
                 if (!ok) return false;
                 sums[0] += counted > 0 ? loss.loss_sum / counted : 0;
@@ -886,12 +906,17 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             if (!sum_step_grads(run, err, errlen) || !sum_ranks(run, sums, 2, err, errlen)) return false;
             double step_loss = sums[0];
             tokens_since += sums[1];
-            double norm, factor = schedule_factor(&run->sched, step);
+            double norm, factor = schedule_factor(&run->sched, step - run->scaler.skipped);
             if (run->gpu) { // this rank's parameters (all of them without ZeRO), then ZeRO's from their owners
+                bool skipped = false; // fp16: every rank alike (the norm is over every rank's gradients)
                 if (!exec_cuda_adamw(run->gpu, &run->opt, run->owned, run->n_owned, factor,
-                                     R_FLOAT(run->r, max_grad_norm), &norm, err, errlen) ||
-                    (run->zero && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)))
+                                     R_FLOAT(run->r, max_grad_norm), run->fp16 ? (float)(1.0 / loss_scale) : 1.0f,
+                                     run->fp16 ? &skipped : NULL, &norm, err, errlen) ||
+                    (run->zero && !skipped && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)))
                     return false;
+                if (run->fp16 && optim_scaler_update(&run->scaler, skipped) && lead)
+                    say_scale(run, step + 1, skipped, loss_scale, norm);
+                if (skipped) norm = NAN; // not logged (HF's would be inf or nan, which JSON cannot hold)
             } else if (!run->zero) {
                 norm = R_FLOAT(run->r, max_grad_norm) > 0
                            ? optim_clip_grad_norm(run->params, run->n_params, R_FLOAT(run->r, max_grad_norm))
@@ -910,8 +935,10 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             logged_loss += step_loss;
             logged_steps++;
             if (!isfinite(step_loss))
-                return errf(err, errlen, "step %lld: the loss is %g; lower learning_rate or check the data",
-                            (long long)step, step_loss);
+                return errf(err, errlen, "step %lld: the loss is %g; lower learning_rate or check the data%s",
+                            (long long)step, step_loss,
+                            run->fp16 ? " (fp16: activations above 65504 overflow in the forward pass, where loss "
+                                        "scaling cannot help; bf16: true has the range of fp32)" : "");
             if ((log_every && step % log_every == 0) || step == run->total_steps) {
                 double lr = R_FLOAT(run->r, learning_rate) * factor; // transformers 5: the rate just used
                 double dt = now_s() - t_log;
@@ -1074,6 +1101,9 @@ static bool setup(Run *run, char *err, size_t errlen) {
         !load_weights(run, err, errlen))
         return false;
     make_optimizer(run);
+    run->fp16 = run->gpu && exec_cuda_fp16(run->gpu);
+    const char *init_scale = getenv("LLFC_TEST_LOSS_SCALE"); // tests: an initial scale that overflows
+    optim_scaler_init(&run->scaler, init_scale && *init_scale ? strtod(init_scale, NULL) : 65536.0);
     if (run->zero) report_memory(run);
     start_gradsync(run);
     if (run->gpu && run->world > 1 && !open_nccl(run, err, errlen)) return false;
@@ -1124,10 +1154,12 @@ int trainer_run(const Recipe *r, const Payload *p) {
     bool ok = setup(&run, err, sizeof err);
     bool lead = run.rank == 0;
     if (ok && lead) {
-        // the GPU computes in bf16 whatever the recipe says (decision: fp16 and fp32 compute are
-        // not built on the GPU path); the CPU executor always in fp32
-        const char *precision = run.gpu ? (R_BOOL(r, fp16) ? "bf16 (fp16 is not built on GPUs yet), fp32 master weights"
-                                                           : "bf16, fp32 masters of the trained weights, AdamW state")
+        // the GPU computes in fp16 when the recipe says fp16, else in bf16 (decision: fp32 compute
+        // is not built on the GPU path); the CPU executor always in fp32
+        char fp16_line[160];
+        snprintf(fp16_line, sizeof fp16_line, "fp16 with dynamic loss scaling (initial scale %g), fp32 masters of the "
+                 "trained weights, AdamW state", run.scaler.scale);
+        const char *precision = run.gpu ? (run.fp16 ? fp16_line : "bf16, fp32 masters of the trained weights, AdamW state")
                                         : R_BOOL(r, bf16) || R_BOOL(r, fp16) ? "fp32; bf16/fp16 apply on GPUs" : "fp32";
         fprintf(stderr, "training: %llu rows of %lld tokens, micro-batch %lld x %lld x %d rank%s, accumulation %lld, "
                 "%lld steps, %s on the %s executor (%s), %zu trainable tensors\n",
@@ -1146,6 +1178,9 @@ int trainer_run(const Recipe *r, const Payload *p) {
                 (long long)(st->buckets / st->steps), 1e3 * st->busy_s / (double)st->steps,
                 1e3 * st->waited_s / (double)st->steps);
     }
+    if (ok && lead && run.fp16)
+        fprintf(stderr, "fp16: %lld of %lld steps skipped for inf or NaN gradients; loss scale %g\n",
+                (long long)run.scaler.skipped, (long long)run.state.global_step, run.scaler.scale);
     if (ok && lead) fprintf(stderr, "done: %lld steps in %.1f s; outputs in %s\n", (long long)run.state.global_step,
                             now_s() - t0, R_STR(r, output_dir));
     teardown(&run);

@@ -237,7 +237,7 @@ static Gpu *gpu_new(int which) {
     Gpu *g = xcalloc(1, sizeof *g);
     g->plan = gpu_case_plan(&GPU_CASE[which], err, sizeof err);
     if (!g->plan) fail_msg("%s", err);
-    if (!cuda_gen(g->plan, &g->unit, err, sizeof err)) fail_msg("%s", err);
+    if (!cuda_gen(g->plan, CUDA_BF16, &g->unit, err, sizeof err)) fail_msg("%s", err);
     NvrtcOutput out;
     if (!nvrtc_compile(g->unit.source, g->unit.len, &cu.arch, 1, &out, err, sizeof err)) fail_msg("%s", err);
     CU_CHECK(cu.module_load(&g->module, out.cubin[0].data));
@@ -550,7 +550,10 @@ static void test_adamw(void **state) {
     const Plan *p = g->plan;
     const int64_t PN = p->region_size[PLAN_PARAM], GN = p->region_size[PLAN_GRAD];
     float *params = randv(PN, 1, 61), *grads = randv(GN, 3, 62);
-    Dev *dpb = dev_new(PN, true), *dg = dev_put(grads, GN, false);
+    /* the GPU gets the gradients of a loss scaled by 1024 (exact) and unscales them (fp16) */
+    float *scaled = xmalloc((size_t)GN * 4 + 4);
+    for (int64_t i = 0; i < GN; i++) scaled[i] = grads[i] * 1024.0f;
+    Dev *dpb = dev_new(PN, true), *dg = dev_put(scaled, GN, false);
     /* the CPU side, as the trainer runs it */
     OptParam *op = xcalloc((size_t)p->n_params, sizeof *op);
     size_t n = 0;
@@ -575,24 +578,25 @@ static void test_adamw(void **state) {
     optim_step(&opt, op, n, 1.0);
     /* the GPU side: the same scalars, computed as optim_step computes them */
     struct {
-        float neg_step[2], decay_mul[2], w1, beta2, one_minus_beta2, bc2_sqrt, eps;
+        float neg_step[2], decay_mul[2], w1, beta2, one_minus_beta2, bc2_sqrt, eps, unscale;
     } a;
     const double bc1 = 1 - cfg.beta1, bc2 = 1 - cfg.beta2;
     for (int k = 0; k < 2; k++) a.neg_step[k] = (float)(-(cfg.lr / bc1)), a.decay_mul[k] = (float)(1.0 - cfg.lr * cfg.weight_decay);
     a.w1 = (float)(1 - cfg.beta1), a.beta2 = (float)cfg.beta2, a.one_minus_beta2 = (float)(1 - cfg.beta2);
-    a.bc2_sqrt = (float)sqrt(bc2), a.eps = (float)cfg.eps;
-    Dev *nc = dev_new(2, false), *partd = dev_new(2 * g->unit.adamw_blocks, false); /* doubles */
+    a.bc2_sqrt = (float)sqrt(bc2), a.eps = (float)cfg.eps, a.unscale = 1.0f / 1024.0f;
+    Dev *nc = dev_new(3, false), *partd = dev_new(2 * g->unit.adamw_blocks, false); /* doubles */
     Dev *sq = dev_new(2, false);                                                    /* one double */
     float mn = max_norm;
     int64_t zero = 0; /* every parameter: the first block, the first state value */
-    int p0 = 0, p1 = (int)n;
-    run(g, &g->unit.kernels[g->unit.optimizer[0]], (void *[]){&partd->p, &dg->p, &zero});
-    run(g, &g->unit.kernels[g->unit.optimizer[1]], (void *[]){&nc->p, &sq->p, &partd->p, &mn, &p0, &p1});
+    int p0 = 0, p1 = (int)n, skip = 1;
+    run(g, &g->unit.kernels[g->unit.optimizer[0]], (void *[]){&partd->p, &dg->p, &zero, &a.unscale});
+    run(g, &g->unit.kernels[g->unit.optimizer[1]], (void *[]){&nc->p, &sq->p, &partd->p, &mn, &p0, &p1, &skip});
     run(g, &g->unit.kernels[g->unit.optimizer[2]],
         (void *[]){&dp->p, &dpb->p, &dg->p, &dm->p, &dv->p, &nc->p, &a, &zero, &zero});
-    float got_nc[2];
-    CU_CHECK(cu.dtoh(got_nc, nc->p, 8));
+    float got_nc[3];
+    CU_CHECK(cu.dtoh(got_nc, nc->p, 12));
     if (!(fabsf(got_nc[0] - norm) <= 1e-5f * norm)) fail_msg("grad norm: gpu %g, reference %g", (double)got_nc[0], (double)norm);
+    assert_true(got_nc[2] == 0.0f); /* finite: no skip */
     /* the packed masters against the trainable parameters of the reference */
     float *got = dev_get(dp);
     for (size_t i = 0, k = 0; i < n; k += (size_t)op[i].n, i++) {
@@ -602,8 +606,20 @@ static void test_adamw(void **state) {
                 fail_msg("adamw %s[%lld]: gpu %g, reference %g", op[i].name, (long long)e, (double)got[k + e],
                          (double)params[off + e]);
     }
-    fprintf(stderr, "      adamw: %zu tensors, grad norm %.6f, every element within 1e-5\n", n, (double)got_nc[0]);
-    free(got), free(params), free(grads), free(zeros), free(masters), free(op);
+    /* an inf among the gradients (an fp16 overflow): the step is skipped, nothing moves */
+    const float inf = INFINITY;
+    CU_CHECK(cu.htod(dg->p + 4 * (CUdeviceptr)(op[n / 2].grad - grads), &inf, 4));
+    run(g, &g->unit.kernels[g->unit.optimizer[0]], (void *[]){&partd->p, &dg->p, &zero, &a.unscale});
+    run(g, &g->unit.kernels[g->unit.optimizer[1]], (void *[]){&nc->p, &sq->p, &partd->p, &mn, &p0, &p1, &skip});
+    run(g, &g->unit.kernels[g->unit.optimizer[2]], (void *[]){&dp->p, &dpb->p, &dg->p, &dm->p, &dv->p, &nc->p, &a, &zero, &zero});
+    CU_CHECK(cu.dtoh(got_nc, nc->p, 12));
+    assert_true(isinf(got_nc[0]) && got_nc[2] == 1.0f);
+    float *again = dev_get(dp);
+    assert_memory_equal(again, got, (size_t)state_n * 4);
+    free(again);
+    fprintf(stderr, "      adamw: %zu tensors, grad norm %.6f (gradients scaled by 1024, unscaled), all within "
+            "1e-5; an inf skips the step\n", n, (double)norm);
+    free(got), free(params), free(grads), free(scaled), free(zeros), free(masters), free(op);
     optim_free(&opt);
     gpu_free(g);
 }

@@ -4,6 +4,8 @@
  *   codegen   the plan's shapes are literals of the instances, every op of the plan launches a
  *             kernel (or names the op whose kernel computes it, or is a cuBLASLt product only),
  *             the fusions are there, the same plan gives the same bytes
+ *   fp16      the unit for fp16: true differs from the bf16 one in the storage typedef only
+ *             (one line), and launches.txt in its storage line only; it compiles clean
  *   nvrtc     every recipe in recipes/ and examples/ (stories260K) and Qwen2.5-0.5B-, Qwen3-,
  *             Llama-3-, Gemma-2/3-shaped plans (LoRA and full) compile for sm_80 and sm_90 with
  *             no error; a second compile is a cache hit. Kernel counts and times are printed.
@@ -67,7 +69,7 @@ static Plan *demo_plan(const char *model_dir, PlanFinetune ft) {
 
 static void gen_or_fail(const Plan *p, CudaUnit *u) {
     char err[ERR_LEN];
-    if (!cuda_gen(p, u, err, sizeof err)) fail_msg("cuda_gen: %s", err);
+    if (!cuda_gen(p, CUDA_BF16, u, err, sizeof err)) fail_msg("cuda_gen: %s", err);
 }
 
 static bool has(const CudaUnit *u, const char *text) { return strstr(u->source, text) != NULL; }
@@ -228,7 +230,7 @@ static void test_emit_print_and_launches(void **state) {
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     char err[ERR_LEN];
-    assert_true(cuda_gen_print(bytes.data, bytes.len, f, err, sizeof err));
+    assert_true(cuda_gen_print(bytes.data, bytes.len, CUDA_BF16, f, err, sizeof err));
     fclose(f);
     CudaUnit u;
     gen_or_fail(p, &u);
@@ -242,6 +244,60 @@ static void test_emit_print_and_launches(void **state) {
     sb_free(&l);
     sb_free(&bytes);
     cuda_unit_free(&u);
+    plan_free(p);
+}
+
+/* The lines of a and b that differ (same line count asserted); the first in *la, *lb. */
+static int diff_lines(const char *a, const char *b, char *la, char *lb, size_t n) {
+    int diffs = 0;
+    while (*a || *b) {
+        const size_t na = strcspn(a, "\n"), nb = strcspn(b, "\n");
+        if (na != nb || memcmp(a, b, na)) {
+            if (diffs++ == 0) snprintf(la, n, "%.*s", (int)na, a), snprintf(lb, n, "%.*s", (int)nb, b);
+        }
+        a += na + (a[na] == '\n'), b += nb + (b[nb] == '\n');
+        if (!*a != !*b) return diffs + 1000; /* one ran out of lines first */
+    }
+    return diffs;
+}
+
+static void test_fp16_unit_differs_only_by_storage(void **state) {
+    (void)state;
+    Plan *p = shape_plan(&SHAPES[1], FT_LORA, 0.05f, 2, 128);
+    CudaUnit b, h;
+    char err[ERR_LEN], lb[256], lh[256];
+    gen_or_fail(p, &b);
+    if (!cuda_gen(p, CUDA_F16, &h, err, sizeof err)) fail_msg("cuda_gen: %s", err);
+    check_coverage(p, &h);
+    assert_int_equal(diff_lines(b.source, h.source, lb, lh, sizeof lb), 1);
+    assert_string_equal(lb, "typedef bf16 floatX; // activations, their gradients, the weights' copy");
+    assert_string_equal(lh, "typedef f16 floatX; // activations, their gradients, the weights' copy");
+    assert_int_equal(h.n_kernels, b.n_kernels);
+    for (int32_t k = 0; k < b.n_kernels; k++) assert_string_equal(h.kernels[k].name, b.kernels[k].name);
+    StrBuf sb = {0}, sh = {0};
+    cuda_unit_launches(&b, p, &sb);
+    cuda_unit_launches(&h, p, &sh);
+    assert_int_equal(diff_lines(sb.data, sh.data, lb, lh, sizeof lb), 1);
+    assert_string_equal(lb, "storage bf16");
+    assert_string_equal(lh, "storage f16");
+    /* no template names a storage type but through floatX (common.cuh defines both) */
+    const char *tail = strstr(h.source, "typedef f16 floatX;");
+    assert_non_null(tail);
+    assert_null(strstr(tail, "bf16"));
+    assert_null(strstr(tail + strlen("typedef f16 floatX;"), "f16"));
+    char why[ERR_LEN];
+    if (nvrtc_available(why, sizeof why)) {
+        static char nerr[32768];
+        const int arch = 80;
+        NvrtcOutput o;
+        if (!nvrtc_compile(h.source, h.len, &arch, 1, &o, nerr, sizeof nerr)) fail_msg("f16 unit: %s", nerr);
+        if (o.warnings) fail_msg("f16 unit: NVRTC warns:\n%s", o.warnings);
+        fprintf(stderr, "      f16 unit: %d kernels, NVRTC sm_80 %.2f s%s\n", (int)h.n_kernels, o.seconds,
+                o.cache_hit ? " (cache hit)" : "");
+        nvrtc_output_free(&o);
+    }
+    sb_free(&sb), sb_free(&sh);
+    cuda_unit_free(&b), cuda_unit_free(&h);
     plan_free(p);
 }
 
@@ -403,7 +459,7 @@ static void test_payload_entries(void **state) {
     char err[16384];
     assert_true(nvrtc_set_arch_list("sm_90,sm_80", true, err, sizeof err));
     NvrtcPayload pl;
-    if (!nvrtc_payload_build(&pl, bytes.data, bytes.len, err, sizeof err)) fail_msg("%s", err);
+    if (!nvrtc_payload_build(&pl, bytes.data, bytes.len, CUDA_BF16, err, sizeof err)) fail_msg("%s", err);
     const char *want[] = {"cuda/source.cu", "cuda/launches.txt", "cuda/sm_80.cubin", "cuda/sm_90.cubin",
                           "cuda/compute_90.ptx"};
     assert_int_equal(pl.n, 5);
@@ -414,7 +470,7 @@ static void test_payload_entries(void **state) {
     assert_null(pl.note);
     nvrtc_payload_free(&pl);
     assert_true(nvrtc_set_arch_list("none", true, err, sizeof err));
-    assert_true(nvrtc_payload_build(&pl, bytes.data, bytes.len, err, sizeof err));
+    assert_true(nvrtc_payload_build(&pl, bytes.data, bytes.len, CUDA_BF16, err, sizeof err));
     assert_int_equal(pl.n, 0);
     nvrtc_payload_free(&pl);
     assert_true(nvrtc_set_arch_list(NVRTC_DEFAULT_ARCH, false, err, sizeof err));
@@ -429,6 +485,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3_qk_norm_and_full),
         cmocka_unit_test(test_gemma2_softcap_window_fused),
         cmocka_unit_test(test_emit_print_and_launches),
+        cmocka_unit_test(test_fp16_unit_differs_only_by_storage),
         cmocka_unit_test(test_arch_list),
         cmocka_unit_test(test_nvrtc_recipes),
         cmocka_unit_test(test_nvrtc_model_shapes),

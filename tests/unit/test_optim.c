@@ -217,6 +217,29 @@ static void test_config_from_recipe(void **state) {
     diags_free(&d);
 }
 
+/* GradScaler's defaults: 65536, halved on an overflow (the growth tracker restarts), doubled
+ * after 2000 clean steps in a row; growth past float's range keeps the scale. */
+static void test_loss_scaler_follows_gradscaler(void **state) {
+    (void)state;
+    LossScaler s;
+    optim_scaler_init(&s, 65536);
+    for (int i = 0; i < 1999; i++) assert_false(optim_scaler_update(&s, false));
+    assert_true(s.scale == 65536 && s.clean == 1999);
+    assert_true(optim_scaler_update(&s, false));
+    assert_true(s.scale == 131072 && s.clean == 0);
+    for (int i = 0; i < 1500; i++) optim_scaler_update(&s, false);
+    assert_true(optim_scaler_update(&s, true));
+    assert_true(s.scale == 65536 && s.clean == 0 && s.skipped == 1);
+    assert_true(optim_scaler_update(&s, true));
+    assert_true(s.scale == 32768 && s.skipped == 2);
+    for (int i = 0; i < 1999; i++) assert_false(optim_scaler_update(&s, false));
+    assert_true(optim_scaler_update(&s, false));
+    assert_true(s.scale == 65536);
+    optim_scaler_init(&s, 0x1p127);
+    for (int i = 0; i < 2000; i++) assert_false(optim_scaler_update(&s, false));
+    assert_true(s.scale == 0x1p127 && s.clean == 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_matches_torch),
@@ -225,6 +248,7 @@ int main(void) {
         cmocka_unit_test(test_decay_rules_match_transformers),
         cmocka_unit_test(test_state_matches),
         cmocka_unit_test(test_config_from_recipe),
+        cmocka_unit_test(test_loss_scaler_follows_gradscaler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* fakecublaslt.c - a libcublasLt.so for machines without a GPU (tests/gpu/emu/run_trainer.sh):
  * the calls runtime/cudrv.c makes, with "device" memory being host memory (fakecuda.c). A
  * product is computed as cuBLASLt defines it, column-major D = alpha op(A) op(B) + beta C, bf16
- * A and B, fp32 accumulation in k order, D bf16 (rounded to nearest even) or fp32. */
+ * (CUDA_R_16BF) or f16 (CUDA_R_16F) A and B, fp32 accumulation in k order, D of A's type (rounded
+ * to nearest even; f16 overflows to inf from 65520, as the GPU's) or fp32. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,33 @@ static uint16_t to_bf(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
-static float get(const void *p, int type, int64_t i) { return type == 0 ? ((const float *)p)[i] : bf(((const uint16_t *)p)[i]); }
+static float half(uint16_t h) { /* runtime/safetensors.c's st_f16_to_f32 */
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    float f;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);
+    else if (exp != 0) u = sign | ((exp + 112) << 23) | (man << 13);
+    else { f = (float)man * 0x1p-24f; return sign ? -f : f; }
+    memcpy(&f, &u, 4);
+    return f;
+}
+static uint16_t to_half(float f) { /* runtime/safetensors.c's st_f32_to_f16 */
+    uint32_t u; memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00;
+    if (a >= 0x477ff000u) return sign | 0x7c00;
+    if (a < 0x38800000u) {
+        float v; memcpy(&v, &a, 4);
+        v = v * 0x1p24f + 0x1p23f; /* rounds to an integer, to even */
+        memcpy(&u, &v, 4);
+        return sign | (uint16_t)(u - 0x4b000000u);
+    }
+    return sign | (uint16_t)((a + 0xfffu + ((a >> 13) & 1) - ((uint32_t)112 << 23)) >> 13);
+}
+enum { R_32F = 0, R_16F = 2, R_16BF = 14 };
+static float get(const void *p, int type, int64_t i) {
+    return type == R_32F ? ((const float *)p)[i] : type == R_16F ? half(((const uint16_t *)p)[i]) : bf(((const uint16_t *)p)[i]);
+}
 int cublasLtCreate(void **h) { *h = (void *)1; return 0; }
 int cublasLtDestroy(void *h) { (void)h; return 0; }
 int cublasLtMatmulDescCreate(void **d, int compute, int scale) { (void)compute, (void)scale; *d = calloc(1, sizeof(Desc)); return 0; }
@@ -53,6 +80,7 @@ int cublasLtMatmul(void *h, void *desc, const void *alpha, const void *A, void *
     const int64_t m = x->transa ? (int64_t)la->cols : (int64_t)la->rows, k = x->transa ? (int64_t)la->rows : (int64_t)la->cols;
     const int64_t n = x->transb ? (int64_t)lb->rows : (int64_t)lb->cols;
     if ((x->transb ? (int64_t)lb->cols : (int64_t)lb->rows) != k || (int64_t)ld->rows != m || (int64_t)ld->cols != n) return 7;
+    if (la->type != lb->type || (la->type != R_16F && la->type != R_16BF)) return 15; /* as the GPU's: not supported */
     const float al = *(const float *)alpha, be = *(const float *)beta;
     for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < m; i++) {
@@ -64,8 +92,8 @@ int cublasLtMatmul(void *h, void *desc, const void *alpha, const void *A, void *
             }
             const int64_t o = i + j * ld->ld;
             float v = al * acc + (be != 0 ? be * get(C, ld->type, o) : 0.0f);
-            if (ld->type == 0) ((float *)D)[o] = v;
-            else ((uint16_t *)D)[o] = to_bf(v);
+            if (ld->type == R_32F) ((float *)D)[o] = v;
+            else ((uint16_t *)D)[o] = ld->type == R_16F ? to_half(v) : to_bf(v);
         }
     return 0;
 }

@@ -5,7 +5,10 @@
 // run one after another. __syncthreads is a barrier of the block; a warp shuffle exchanges
 // through the warp's buffer between two barriers of the warp; a thread that returns drops out
 // of both (as exited threads do on the GPU). Built with -ffp-contract=off, so the _rn
-// intrinsics are plain operations. x86-64 only.
+// intrinsics are plain operations. The 16-bit storage types need nothing here: bf16 and f16
+// (fp16: true) are the unit's own (kernels/common.cuh: structs of their bits, converted by hand
+// with round to nearest even, f16 overflowing to inf from 65520 as the GPU's conversion does), so
+// the emulation runs the very conversions the GPU runs; atomics are not used. x86-64 only.
 #include <cmath>
 #include <math.h>
 #include <cstring>

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
         Plan *p = gpu_case_plan(&GPU_CASE[c], err, sizeof err);
         if (!p) { fprintf(stderr, "%s\n", err); return 1; }
         CudaUnit u;
-        if (!cuda_gen(p, &u, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        if (!cuda_gen(p, CUDA_BF16, &u, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
         int arch = 90;
         NvrtcOutput out;
         if (!nvrtc_compile(u.source, u.len, &arch, 1, &out, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
