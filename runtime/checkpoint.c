@@ -176,18 +176,20 @@ static bool write_manifest(const CkptSave *s, const char *dir, char *err, size_t
         }
     const CkptPosition *p = s->pos;
     StrBuf b = {0};
-    char loss[32];
+    char loss[32], scale[32];
     trainlog_py_repr(p->loss_sum, loss);
+    trainlog_py_repr(p->loss_scale, scale);
     sb_printf(&b,
               "{\n  \"format\": \"llfc-checkpoint\",\n  \"version\": 1,\n"
               "  \"global_step\": %lld,\n  \"epoch\": %lld,\n  \"batch_in_epoch\": %lld,\n"
               "  \"sample_offset\": %lld,\n  \"seed\": %llu,\n  \"data_seed\": %llu,\n"
               "  \"loss_sum\": %s,\n  \"tokens_seen\": %lld,\n  \"has_optimizer\": %s,\n"
+              "  \"loss_scale\": %s,\n  \"loss_scale_clean\": %lld,\n  \"skipped_steps\": %lld,\n"
               "  \"files\": [",
               (long long)p->global_step, (long long)p->epoch, (long long)p->batch_in_epoch,
               (long long)p->sample_offset, (unsigned long long)p->seed,
               (unsigned long long)p->data_seed, loss, (long long)p->tokens_seen,
-              s->opt ? "true" : "false");
+              s->opt ? "true" : "false", scale, (long long)p->loss_scale_clean, (long long)p->skipped_steps);
     bool ok = true;
     for (size_t i = 0; i < nf && ok; i++) {
         char *path = util_path_join(dir, files[i]);
@@ -459,6 +461,12 @@ bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, AdamW *
     ok = ok && (json_as_double(json_get(root, "loss_sum"), &pos->loss_sum) ||
                 errf(err, errlen, "%s/%s: no loss_sum", dir, CKPT_MANIFEST));
     json_as_bool(json_get(root, "has_optimizer"), &has_opt);
+    // the loss scaler's state: absent (0) in checkpoints of runs that do not scale
+    if (ok && json_get(root, "loss_scale"))
+        ok = ((json_as_double(json_get(root, "loss_scale"), &pos->loss_scale) && pos->loss_scale >= 0) ||
+              errf(err, errlen, "%s/%s: loss_scale is not a number >= 0", dir, CKPT_MANIFEST)) &&
+             man_int(root, "loss_scale_clean", &pos->loss_scale_clean, dir, err, errlen) &&
+             man_int(root, "skipped_steps", &pos->skipped_steps, dir, err, errlen);
     pos->seed = (uint64_t)seed;
     pos->data_seed = (uint64_t)data_seed;
     json_free(doc);

@@ -51,6 +51,10 @@ typedef struct {
     uint64_t data_seed;     /* data order seed */
     double loss_sum;        /* sum of logged losses so far (HF _total_loss_scalar, for train_loss) */
     int64_t tokens_seen;    /* input tokens so far */
+    /* fp16's loss scaler (optim.h LossScaler; HF saves GradScaler's state too): 0 when the run
+     * does not scale; a checkpoint without them reads back as 0 */
+    double loss_scale;
+    int64_t loss_scale_clean, skipped_steps;
 } CkptPosition;
 
 /* Write the model files (adapter or HF folder) into `dir`; false with err to abort the save. */

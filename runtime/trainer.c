@@ -929,7 +929,9 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
             mb += group;
             run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * global_b),
                                       (uint64_t)R_INT(run->r, seed), (uint64_t)R_INT(run->r, seed),
-                                      run->pos.loss_sum + step_loss, run->pos.tokens_seen + (int64_t)counted};
+                                      run->pos.loss_sum + step_loss, run->pos.tokens_seen + (int64_t)counted,
+                                      run->fp16 ? run->scaler.scale : 0, run->fp16 ? run->scaler.clean : 0,
+                                      run->fp16 ? run->scaler.skipped : 0};
             run->state.global_step = step;
             run->state.epoch = (double)epoch + (double)mb / (double)per_epoch;
             logged_loss += step_loss;
@@ -983,6 +985,14 @@ static bool resume(Run *run, char *err, size_t errlen) {
     }
     ok = ok && (run->rank != 0 || trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen));
     if (ok && run->gpu) ok = exec_cuda_to_device(run->gpu, &run->opt, err, errlen);
+    if (ok && run->fp16 && run->pos.loss_scale > 0) { // GradScaler's state, as HF restores it
+        run->scaler.scale = run->pos.loss_scale;
+        run->scaler.clean = run->pos.loss_scale_clean;
+        run->scaler.skipped = run->pos.skipped_steps;
+        if (run->rank == 0)
+            fprintf(stderr, "fp16: loss scale %g from the checkpoint (%lld steps skipped before)\n", run->scaler.scale,
+                    (long long)run->scaler.skipped);
+    }
     if (ok) fprintf(stderr, "resuming from %s at step %lld\n", dir, (long long)run->pos.global_step);
     free(dir);
     return ok;

@@ -65,6 +65,8 @@ static void run_step(Run *r) {
     r->pos.sample_offset += 4;
     r->pos.loss_sum += 1.0 / (double)(s + 1);
     r->pos.tokens_seen += 100;
+    r->pos.loss_scale = 65536.0 / (double)(1 << (s % 3)); /* fp16's scaler comes back too */
+    r->pos.loss_scale_clean = s % 3, r->pos.skipped_steps = s / 2;
     r->st.global_step = r->pos.global_step;
     r->st.epoch = (double)r->pos.global_step / 10.0;
     LogRec e = {0};
@@ -136,6 +138,9 @@ static void test_resume_is_exact(void **state) {
     assert_int_equal(b.pos.global_step, 3);
     assert_int_equal(b.opt.step, 3);
     assert_int_equal(b.pos.seed, 42);
+    assert_true(b.pos.loss_scale == 16384.0); /* as step 3 left it */
+    assert_int_equal(b.pos.loss_scale_clean, 2);
+    assert_int_equal(b.pos.skipped_steps, 1);
     assert_int_equal(b.st.n_log, 3);
     for (int s = 0; s < 4; s++) run_step(&b);
     assert_same_run(&a, &b);
