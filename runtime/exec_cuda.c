@@ -1105,7 +1105,7 @@ bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errl
     bool ok = true;
     for (size_t r = 0; r < n && ok; r++) {
         char what[64];
-        snprintf(what, sizeof what, "bf16 weights rank %d updated", runs[r].owner);
+        snprintf(what, sizeof what, "16-bit weights rank %d updated", runs[r].owner);
         CuPtr w = ex->shadow + (CuPtr)runs[r].at * 2;
         ok = ncl_broadcast_bytes(c, w, w, (size_t)runs[r].n * 2, runs[r].owner, NULL, what, err, errlen);
     }

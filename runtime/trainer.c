@@ -271,23 +271,14 @@ static void deal(const int64_t *numel, size_t n, int world, int *owner) {
     }
 }
 
-static void deal_plan_params(Run *run) {
-    const Plan *p = run->plan;
-    int64_t *numel = xcalloc((size_t)p->n_params + 1, sizeof *numel);
-    for (int32_t i = 0; i < p->n_params; i++) numel[i] = p->tensors[p->params[i].tensor].numel;
-    run->plan_owner = xcalloc((size_t)p->n_params + 1, sizeof *run->plan_owner);
-    deal(numel, (size_t)p->n_params, run->world, run->plan_owner);
-    free(numel);
-}
-
-/* ZeRO-1/2 on GPUs: the trainable parameters dealt as make_optimizer deals them (the plan's
- * order, as exec_cuda_params lists them), before the executor allocates its share. */
-static int *deal_trainable(const Run *run) {
+/* The owners of the plan's parameters (every one: ZeRO-3), or of its trainable ones (ZeRO-1/2:
+ * in the plan's order, as the executors list them), malloc'd. */
+static int *deal_params(const Run *run, bool trainable_only) {
     const Plan *p = run->plan;
     int64_t *numel = xcalloc((size_t)p->n_params + 1, sizeof *numel);
     size_t n = 0;
     for (int32_t i = 0; i < p->n_params; i++)
-        if (p->params[i].trainable) numel[n++] = p->tensors[p->params[i].tensor].numel;
+        if (!trainable_only || p->params[i].trainable) numel[n++] = p->tensors[p->params[i].tensor].numel;
     int *owner = xcalloc(n + 1, sizeof *owner);
     deal(numel, n, run->world, owner);
     free(numel);
@@ -303,7 +294,7 @@ static bool open_gpu(Run *run, int dev, uint64_t seed, char *err, size_t errlen)
         run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, log, err, errlen);
         return run->gpu != NULL;
     }
-    int *owner = deal_trainable(run);
+    int *owner = deal_params(run, true);
     ExecCudaShard shard = {run->rank, run->zero, owner, run->group};
     run->gpu = exec_cuda_new_sharded(run->plan, run->payload, dev, seed, &shard, log, err, errlen);
     free(owner);
@@ -335,7 +326,7 @@ static bool open_executor(Run *run, char *err, size_t errlen) {
         }
     }
     if (run->zero == 3) {
-        deal_plan_params(run);
+        run->plan_owner = deal_params(run, false);
         ExecShard shard = {run->rank, run->plan_owner, run->group, shard_gather, shard_reduce, shard_collect};
         run->ex = exec_cpu_new_sharded(run->plan, seed, &shard, err, errlen);
     } else {
@@ -438,12 +429,8 @@ static void make_optimizer(Run *run) {
                                     optim_loraplus_scale(ep[i].name, ep[i].ndim, ratio)};
     // ZeRO: a rank keeps AdamW state only for its own parameters (stage 1), receives only
     // their gradients (2), and keeps only their values (3: dealt over every parameter)
-    run->owner = xcalloc(n ? n : 1, sizeof *run->owner);
-    run->owned = xcalloc(n ? n : 1, sizeof *run->owned);
-    int64_t *numel = xcalloc(n + 1, sizeof *numel);
-    for (size_t i = 0; i < n; i++) numel[i] = ep[i].numel;
-    deal(numel, n, run->zero ? run->world : 1, run->owner);
-    free(numel);
+    run->owner = run->zero == 1 || run->zero == 2 ? deal_params(run, true) : xcalloc(n + 1, sizeof *run->owner);
+    run->owned = xcalloc(n + 1, sizeof *run->owned);
     for (int32_t i = 0, t = 0; run->zero == 3 && i < run->plan->n_params; i++)
         if (run->plan->params[i].trainable) run->owner[t++] = run->plan_owner[i];
     for (size_t i = 0; i < n; i++) {
@@ -700,10 +687,9 @@ static void point_params(Run *run) {
 }
 
 /* ZeRO on GPUs: a rank's GPU keeps fp32 masters of its own parameters only, so each parameter's
- * host copy comes from its owner's GPU to every rank (over TCP: only before a checkpoint or the
- * outputs). */
+ * host copy (current after ex_to_host) comes from its owner to every rank (over TCP: only before
+ * a checkpoint or the outputs). */
 static bool share_values(Run *run, char *err, size_t errlen) {
-    if (!exec_cuda_to_host(run->gpu, NULL, err, errlen)) return false;
     for (size_t i = 0; i < run->n_params; i++)
         if (!dist_broadcast_from(run->group, run->owner[i], run->params[i].value, sizeof(float) * (size_t)run->params[i].n,
                                  err, errlen))
@@ -1001,7 +987,7 @@ static bool resume(Run *run, char *err, size_t errlen) {
 /* Rank 0's outputs, train metrics and (eval_s > 0) the final eval's, already computed. */
 static bool finish(Run *run, double runtime, double eval_loss, double eval_s, char *err, size_t errlen) {
     const char *out = R_STR(run->r, output_dir);
-    if (!ex_to_host(run, err, errlen) || !write_outputs_to(run, out, err, errlen)) return false;
+    if (!write_outputs_to(run, out, err, errlen)) return false;
     LogRec m = {0};
     double train_loss = run->state.global_step ? run->pos.loss_sum / (double)run->state.global_step : 0;
     double samples = schedule_num_train_samples((int64_t)run->train.n_rows, run->world, run->B, run->accum,
@@ -1043,7 +1029,7 @@ static bool finish_all(Run *run, double t0, char *err, size_t errlen) {
     double runtime = now_s() - t0, eval_loss = 0, t = now_s();
     if (run->have_eval && (lead || run->zero == 3) && !evaluate(run, &eval_loss, err, errlen)) return false;
     double eval_s = now_s() - t;
-    if (!collect_values(run, err, errlen)) return false;
+    if (!ex_to_host(run, err, errlen) || !collect_values(run, err, errlen)) return false;
     bool ok = !lead || finish(run, runtime, eval_loss, eval_s, err, errlen);
     uncollect_values(run);
     return ok;

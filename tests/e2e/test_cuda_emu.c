@@ -594,33 +594,36 @@ static char *family_model(const char *family, const char *tok) {
     return dir;
 }
 
+/* A random model of `family` with tokenizer `tok` trained on both executors, for `test`. */
+static void family_agrees(const char *test, const char *tok, const char *family, const char *name,
+                          const char *overrides, const char *weights_file, double weights_tol) {
+    if (!emulation_or_skip(test)) return;
+    char *model = family_model(family, tok);
+    both_executors_agree(name, model, overrides, weights_file, weights_tol);
+    free(model);
+}
+
 static void test_qwen2_full_with_biases(void **state) {
     (void)state;
     SHARED_OR_SKIP(tok, "models/stories260K/hf");
-    if (!emulation_or_skip(__func__)) return;
-    char *model = family_model("qwen2", tok);
-    both_executors_agree("qwen2_full", model, "max_steps=4 finetuning_type=full learning_rate=1e-4",
-                         "model.safetensors", 0.02);
-    free(model), free(tok);
+    family_agrees(__func__, tok, "qwen2", "qwen2_full", "max_steps=4 finetuning_type=full learning_rate=1e-4",
+                  "model.safetensors", 0.02);
+    free(tok);
 }
 
 static void test_qwen3_lora_checkpointed(void **state) {
     (void)state;
     SHARED_OR_SKIP(tok, "models/stories260K/hf");
-    if (!emulation_or_skip(__func__)) return;
-    char *model = family_model("qwen3", tok);
-    both_executors_agree("qwen3_lora", model, "max_steps=5 gradient_checkpointing=true",
-                         "adapter_model.safetensors", 0.05);
-    free(model), free(tok);
+    family_agrees(__func__, tok, "qwen3", "qwen3_lora", "max_steps=5 gradient_checkpointing=true",
+                  "adapter_model.safetensors", 0.05);
+    free(tok);
 }
 
 static void test_gemma2_lora_softcaps_and_window(void **state) {
     (void)state;
     SHARED_OR_SKIP(tok, "models/stories260K/hf");
-    if (!emulation_or_skip(__func__)) return;
-    char *model = family_model("gemma2", tok);
-    both_executors_agree("gemma2_lora", model, "max_steps=5", "adapter_model.safetensors", 0.05);
-    free(model), free(tok);
+    family_agrees(__func__, tok, "gemma2", "gemma2_lora", "max_steps=5", "adapter_model.safetensors", 0.05);
+    free(tok);
 }
 
 /* device=cuda where no GPU is usable stops and says why; device=auto says so and trains on the

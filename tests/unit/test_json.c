@@ -655,13 +655,7 @@ static void walk(const Json *v, TreeStats *st) {
 }
 
 static void check_tokenizer(const TokFacts *t, const char *path) {
-    char err[ERR_LEN];
-    size_t len;
-    char *text = util_read_file(path, &len, err, sizeof err);
-    if (!text) fail_msg("%s", err);
-    JsonDoc *doc = json_parse(text, len, path, err, sizeof err);
-    free(text);
-    if (!doc) fail_msg("%s", err);
+    JsonDoc *doc = test_load_json(path);
     TreeStats st = {.fnv = 0xcbf29ce484222325ull};
     walk(json_root(doc), &st);
     print_message("  %s: %zu strings, %zu keys\n", t->name, st.strs, st.keys);

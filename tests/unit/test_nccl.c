@@ -171,18 +171,19 @@ static void test_three_ranks_sum_exactly(void **state) {
     unsetenv("LLFC_NCCL");
 }
 
-static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
-    (void)state;
+/* Two ranks open NCCL, rank 1 with `var`=`value` set: neither gets a communicator, both are
+ * told to fall back (absent), and each error says why (want0 at rank 0, want1 at rank 1). */
+static void both_fall_back(const char *var, const char *value, const char *want0, const char *want1) {
     setenv("LLFC_NCCL", fake_path, 1);
     int port = test_free_port();
     pid_t kid = fork();
     if (kid == 0) {
         char err[ERR_LEN] = "";
         bool absent = false;
-        setenv("LLFC_NCCL", "/nonexistent/libnccl.so.2", 1);
+        setenv(var, value, 1);
         DistGroup *g = meet(1, 2, port, 20);
         NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
-        int bad = check(!c && absent && strstr(err, "NCCL not found: tried /nonexistent/libnccl.so.2"), 1, "got:", err);
+        int bad = check(!c && absent && strstr(err, want1), 1, "got:", err);
         dist_close(g);
         _exit(bad);
     }
@@ -192,40 +193,24 @@ static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
     assert_non_null(g);
     assert_null(ncl_open(g, NULL, 20, &absent, err, sizeof err));
     assert_true(absent);
-    if (!strstr(err, "NCCL not found on 1 of 2 ranks (rank 1 on host1 among them)")) fail_msg("got: %s", err);
+    if (!strstr(err, want0)) fail_msg("got: %s", err);
     dist_close(g);
     test_wait_ok(kid);
     unsetenv("LLFC_NCCL");
 }
 
+static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
+    (void)state;
+    both_fall_back("LLFC_NCCL", "/nonexistent/libnccl.so.2", "NCCL not found on 1 of 2 ranks (rank 1 on host1 among them)",
+                   "NCCL not found: tried /nonexistent/libnccl.so.2");
+}
+
 /* NCCL refuses two ranks on one GPU (on every rank): all fall back, each saying why. */
 static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
     (void)state;
-    setenv("LLFC_NCCL", fake_path, 1);
-    int port = test_free_port();
-    pid_t kid = fork();
-    if (kid == 0) {
-        char err[ERR_LEN] = "";
-        bool absent = false;
-        setenv("LLFC_FAKENCCL_DUPLICATE", "1", 1);
-        DistGroup *g = meet(1, 2, port, 20);
-        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
-        int bad = check(!c && absent && strstr(err, "ncclCommInitRank (rank 1 of 2) failed: invalid usage"), 1, "got:",
-                        err);
-        dist_close(g);
-        _exit(bad);
-    }
-    char err[ERR_LEN];
-    bool absent = false;
-    DistGroup *g = meet(0, 2, port, 20);
-    assert_non_null(g);
-    assert_null(ncl_open(g, NULL, 20, &absent, err, sizeof err));
-    assert_true(absent);
-    if (!strstr(err, "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)"))
-        fail_msg("got: %s", err);
-    dist_close(g);
-    test_wait_ok(kid);
-    unsetenv("LLFC_NCCL");
+    both_fall_back("LLFC_FAKENCCL_DUPLICATE", "1",
+                   "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)",
+                   "ncclCommInitRank (rank 1 of 2) failed: invalid usage");
 }
 
 static void test_a_rank_that_never_comes_times_out(void **state) {
