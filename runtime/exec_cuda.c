@@ -46,6 +46,38 @@ typedef struct {
     int32_t fused_into;
 } OpLaunch;
 
+/* ZeRO-3's state: see "ZeRO-3" below. */
+#define Z3_SLOTS 3
+#define Z3_NEED 3 /* the groups one launch may touch: two layers at most, and those outside */
+
+typedef struct {
+    int32_t *params, n;        /* plan parameters, in plan order */
+    int64_t bytes, grad_bytes; /* what the other ranks' values (16-bit) and gradients (fp32) take */
+    int slot;                  /* the window holding it, or -1 */
+    bool dirty;                /* its window's gradients have something for their owners */
+} Z3Group;
+
+typedef struct Zero3 {
+    const int *owner;              /* per plan parameter: the rank that keeps it */
+    int32_t *param_of;             /* per tensor: the plan parameter it is the value or gradient of, or -1 */
+    int64_t *at, *grad_at;         /* per plan parameter of another rank: byte offsets in its window */
+    Z3Group *group;                /* L + 1: 0 outside the layers, l + 1 layer l */
+    int32_t (*need)[Z3_NEED];      /* per op: the groups its launches touch, -1 after the last */
+    uint8_t *writes;               /* per op: bit k when its launches add to need[k]'s gradients */
+    CuPtr own, own_grad;           /* the allocations behind ex->shadow and ex->region[PLAN_GRAD] */
+    int64_t own_from, own_elems;   /* this rank's values: PARAM elements [own_from, own_from + own_elems) */
+    int64_t grad_from, grad_elems; /* and gradients: GRAD elements */
+    CuPtr slot[Z3_SLOTS], slot_grad[Z3_SLOTS];
+    int64_t slot_bytes[Z3_SLOTS], slot_grad_bytes[Z3_SLOTS];
+    int32_t slot_group[Z3_SLOTS];
+    uint64_t slot_used[Z3_SLOTS], clock;
+    int64_t gathers;
+    NclComm *nccl;
+} Zero3;
+
+static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen);
+static void z3_free(ExecCuda *ex);
+
 struct ExecCuda {
     const Plan *plan;
     uint64_t seed;
@@ -77,6 +109,7 @@ struct ExecCuda {
     size_t own0, own1;                 /* the trainable parameters updated here: [own0, own1) (all without ZeRO) */
     int64_t state0, block0, n_blocks;  /* their first state value and optimizer block, their block count */
     CuPtr sumsq;                       /* grad_norm_finish's sum of squares (one double) */
+    Zero3 *z3;                         /* ZeRO-3: the parameters' windows; else NULL */
     uint64_t step;
     bool train;
     char *err;
@@ -249,13 +282,27 @@ typedef struct {
 
 #define GUARD_BYTE 0xA5
 
+/* ZeRO-3: what this rank keeps of the weights and gradients, and its windows (MiB); "" else. */
+static void z3_say(const ExecCuda *ex, char *buf, size_t len) {
+    const Zero3 *z = ex->z3;
+    const double mib = 1 << 20;
+    int64_t win = 0;
+    for (int k = 0; k < Z3_SLOTS; k++) win += z->slot_bytes[k] + z->slot_grad_bytes[k];
+    snprintf(buf, len, "; its own 16-bit weights, %lld of %lld values, and their gradients, %lld of %lld; gather "
+             "windows %.1f (one for the parameters outside the layers, two for layers)",
+             (long long)z->own_elems, (long long)ex->plan->region_size[PLAN_PARAM], (long long)z->grad_elems,
+             (long long)ex->plan->region_size[PLAN_GRAD], (double)win / mib);
+}
+
 static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     const int64_t N = p->B * p->T, *rs = p->region_size;
+    Zero3 *z = ex->z3;
     Alloc a[] = {
         {&ex->master, ex->n_state * 4, "fp32 master weights"},
-        {&ex->shadow, rs[PLAN_PARAM] * 2, ex->storage == CU_F16 ? "f16 weights" : "bf16 weights"},
-        {&ex->region[PLAN_GRAD], rs[PLAN_GRAD] * 4, "gradients"},
+        {z ? &z->own : &ex->shadow, (z ? z->own_elems : rs[PLAN_PARAM]) * 2,
+         ex->storage == CU_F16 ? "f16 weights" : "bf16 weights"},
+        {z ? &z->own_grad : &ex->region[PLAN_GRAD], (z ? z->grad_elems : rs[PLAN_GRAD]) * 4, "gradients"},
         {&ex->m, ex->n_state * 4, "AdamW exp_avg"},
         {&ex->v, ex->n_state * 4, "AdamW exp_avg_sq"},
         {&ex->region[PLAN_INPUT], rs[PLAN_INPUT] * 4, "micro-batch"},
@@ -272,17 +319,24 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
         {&ex->norm_coef, 12, "gradient norm"},
         {&ex->sumsq, 8, "gradient norm"},
         {&ex->inv_freq, (int64_t)sizeof ex->inv_freq_h, "rope frequencies"},
+        {z ? &z->slot[0] : NULL, z ? z->slot_bytes[0] : 0, "ZeRO-3 window"},
+        {z ? &z->slot[1] : NULL, z ? z->slot_bytes[1] : 0, "ZeRO-3 window"},
+        {z ? &z->slot[2] : NULL, z ? z->slot_bytes[2] : 0, "ZeRO-3 window"},
+        {z ? &z->slot_grad[0] : NULL, z ? z->slot_grad_bytes[0] : 0, "ZeRO-3 gradient window"},
+        {z ? &z->slot_grad[1] : NULL, z ? z->slot_grad_bytes[1] : 0, "ZeRO-3 gradient window"},
+        {z ? &z->slot_grad[2] : NULL, z ? z->slot_grad_bytes[2] : 0, "ZeRO-3 gradient window"},
     };
     int64_t total = 32 << 20; /* cudrv's cuBLASLt workspace */
     for (size_t i = 0; i < sizeof a / sizeof *a; i++) total += a[i].bytes;
     size_t free_b = 0, total_b = 0;
     cudrv_mem_info(ex->d, &free_b, &total_b);
     const double mib = 1 << 20;
-    char line[1024], zero[256] = ""; /* one write: under ZeRO every rank prints its own line */
+    char line[1280], zero[512] = "", z3[256] = ""; /* one write: under ZeRO every rank prints its own line */
+    if (z) z3_say(ex, z3, sizeof z3);
     if (ex->owner)
         snprintf(zero, sizeof zero, "; rank %d, ZeRO-%d: fp32 masters and AdamW state of its %lld of %lld trained "
-                 "values (all of them: weights %.1f fp32, AdamW %.1f)", ex->rank, ex->stage, (long long)ex->n_state,
-                 (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib);
+                 "values (all of them: weights %.1f fp32, AdamW %.1f)%s", ex->rank, ex->stage, (long long)ex->n_state,
+                 (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib, z3);
     snprintf(line, sizeof line, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f %s, gradients %.1f, "
              "AdamW %.1f, activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)%s\n",
              (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib,
@@ -296,9 +350,13 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
                     "per_device_train_batch_size or cutoff_len, or set gradient_checkpointing: true",
                     (double)total / mib, (double)free_b / mib);
     for (size_t i = 0; i < sizeof a / sizeof *a; i++)
-        if (!cudrv_alloc(ex->d, a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen) ||
-            !cudrv_zero(ex->d, *a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen))
+        if (a[i].p && (!cudrv_alloc(ex->d, a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen) ||
+                       !cudrv_zero(ex->d, *a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen)))
             return false;
+    if (z) { /* the regions' bases, as if whole: only this rank's offsets are ever used with them */
+        ex->shadow = z->own - (CuPtr)z->own_from * 2;
+        ex->region[PLAN_GRAD] = z->own_grad - (CuPtr)z->grad_from * 4;
+    }
     if (!ex->guard) return true;
     ex->placed = xmalloc(((size_t)p->n_tensors + 1) * sizeof *ex->placed);
     for (int32_t t = 0; t < p->n_tensors; t++) /* act_place put them one after the other */
@@ -514,7 +572,9 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
     }
     lay_out_act(ex, ex->guard, &ex->act);
     int64_t all_state = 0;
-    if (!take_share(ex, shard, &all_state, err, errlen) || !allocate(ex, all_state, log, err, errlen)) {
+    if (!take_share(ex, shard, &all_state, err, errlen) ||
+        (shard && shard->param_owner && !z3_setup(ex, shard, err, errlen)) ||
+        !allocate(ex, all_state, log, err, errlen)) {
         exec_cuda_free(ex);
         return NULL;
     }
@@ -523,6 +583,7 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
 
 void exec_cuda_free(ExecCuda *ex) {
     if (!ex) return;
+    z3_free(ex);
     CuPtr *ptrs[] = {&ex->master, &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
                      &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
                      &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq, &ex->sumsq};
@@ -578,11 +639,19 @@ static void pack_masters(ExecCuda *ex, float *packed, bool to_host) {
     }
 }
 
+/* ZeRO-3 keeps a slice of the 16-bit weights (see own_slice); everything else all of them. */
+static void z3_or_whole(const ExecCuda *ex, bool grad, int64_t *from, int64_t *n) {
+    if (ex->z3) *from = grad ? ex->z3->grad_from : ex->z3->own_from, *n = grad ? ex->z3->grad_elems : ex->z3->own_elems;
+    else *from = 0, *n = ex->plan->region_size[grad ? PLAN_GRAD : PLAN_PARAM];
+}
+
 bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
-    const int64_t n = ex->plan->region_size[PLAN_PARAM];
+    int64_t from, n;
+    z3_or_whole(ex, false, &from, &n);
     uint16_t *h = xmalloc((size_t)n * 2 + 2);
-    for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(ex->host[0][i]) : to_bf16(ex->host[0][i]);
-    bool ok = cudrv_put(ex->d, ex->shadow, h, (size_t)n * 2, "upload 16-bit weights", err, errlen);
+    const float *host = ex->host[0] + from;
+    for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(host[i]) : to_bf16(host[i]);
+    bool ok = cudrv_put(ex->d, ex->shadow + (CuPtr)from * 2, h, (size_t)n * 2, "upload 16-bit weights", err, errlen);
     free(h);
     float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
     pack_masters(ex, packed, false);
@@ -612,11 +681,13 @@ bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen) {
 }
 
 bool exec_cuda_grads_to_host(ExecCuda *ex, char *err, size_t errlen) {
+    if (ex->z3) return errf(err, errlen, "ZeRO-3 on GPUs reduces the gradients by NCCL, not through host copies");
     return cudrv_get(ex->d, ex->host[1], ex->region[PLAN_GRAD], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
                      "download gradients", err, errlen);
 }
 
 bool exec_cuda_grads_to_device(ExecCuda *ex, char *err, size_t errlen) {
+    if (ex->z3) return errf(err, errlen, "ZeRO-3 on GPUs reduces the gradients by NCCL, not through host copies");
     return cudrv_put(ex->d, ex->region[PLAN_GRAD], ex->host[1], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
                      "upload gradients", err, errlen);
 }
@@ -632,8 +703,299 @@ bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t er
 }
 
 bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
-    return cudrv_zero(ex->d, ex->region[PLAN_GRAD], (size_t)ex->plan->region_size[PLAN_GRAD] * 4, "zero gradients",
-                      err, errlen);
+    int64_t from, n;
+    z3_or_whole(ex, true, &from, &n);
+    return cudrv_zero(ex->d, ex->region[PLAN_GRAD] + (CuPtr)from * 4, (size_t)n * 4, "zero gradients", err, errlen);
+}
+
+// --- ZeRO-3: parameters sharded, gathered a layer at a time
+
+/* Windows: 0 holds the other ranks' parameters outside the layers (the embedding, the final norm,
+ * the LM head: used at both ends of a step, so they stay for the whole call), 1 and 2 a layer's
+ * each, least recently used out. The rank's own parameters and gradients never move: they stay
+ * in its slices, where ex->shadow and ex->region[PLAN_GRAD] point as if the whole regions were
+ * there (the optimizer's tables and dptr index them by the plan's offsets, and touch only this
+ * rank's). A window's gradients start at zero; the owner's slice accumulates in place, and a
+ * reduction sums every rank's into it. */
+
+static int64_t plan_aligned(int64_t n) { return (n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
+
+/* The elements of the PARAM (grad: GRAD) region this rank's parameters span; false when they
+ * are not one run in the plan's order. */
+static bool own_slice(const ExecCuda *ex, bool grad, int64_t *from, int64_t *elems) {
+    const Plan *p = ex->plan;
+    const Zero3 *z = ex->z3;
+    int64_t end = 0;
+    int seen = 0; /* 0: none of ours yet, 1: in our run, 2: past it */
+    *from = *elems = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        const PlanParam *pp = &p->params[i];
+        if (grad && pp->grad < 0) continue;
+        const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
+        if (z->owner[i] != ex->rank) {
+            seen += seen == 1;
+            continue;
+        }
+        if (seen == 2) return false;
+        if (seen == 0) *from = t->offset, seen = 1;
+        end = t->offset + t->numel;
+    }
+    *elems = seen ? end - *from : 0;
+    return true;
+}
+
+static bool z3_add_need(Zero3 *z, int32_t op, int32_t g, bool grad) {
+    for (int k = 0; k < Z3_NEED; k++) {
+        if (z->need[op][k] < 0) z->need[op][k] = g;
+        if (z->need[op][k] != g) continue;
+        if (grad) z->writes[op] |= (uint8_t)(1u << k);
+        return true;
+    }
+    return false;
+}
+
+/* Each launching op's groups: its own tensors' and those of the ops fused into it (the LM head's
+ * two products belong to the loss, which computes them). */
+static bool z3_map_ops(ExecCuda *ex, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    Zero3 *z = ex->z3;
+    z->need = xmalloc(((size_t)p->n_ops + 1) * sizeof *z->need);
+    z->writes = xcalloc((size_t)p->n_ops + 1, 1);
+    for (int32_t i = 0; i < p->n_ops; i++)
+        for (int k = 0; k < Z3_NEED; k++) z->need[i][k] = -1;
+    for (int32_t j = 0; j < p->n_ops; j++) {
+        const PlanOp *op = &p->ops[j];
+        int32_t at = j;
+        while (ex->ops[at].fused_into >= 0) at = ex->ops[at].fused_into;
+        if (j == ex->lm_op || j == ex->lm_bwd_op) at = p->loss_op;
+        int32_t ids[PLAN_IN + PLAN_OUT + PLAN_TMP], n = 0;
+        for (int k = 0; k < PLAN_IN; k++) ids[n++] = op->in[k];
+        for (int k = 0; k < PLAN_OUT; k++) ids[n++] = op->out[k];
+        for (int k = 0; k < PLAN_TMP; k++) ids[n++] = op->tmp[k];
+        for (int k = 0; k < n; k++) {
+            const int32_t prm = ids[k] >= 0 ? z->param_of[ids[k]] : -1;
+            if (prm >= 0 && !z3_add_need(z, at, p->params[prm].layer + 1, p->tensors[ids[k]].region == PLAN_GRAD))
+                return errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of more than %d groups; this plan "
+                            "cannot be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), Z3_NEED);
+        }
+        int layers = 0;
+        for (int k = 0; k < Z3_NEED; k++) layers += z->need[at][k] > 0;
+        if (layers > Z3_SLOTS - 1)
+            return errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of %d layers at once; this plan cannot "
+                        "be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), layers);
+    }
+    return true;
+}
+
+/* Each group's parameters and the bytes the other ranks' take in a window (plan order, aligned
+ * as the plan aligns them, so one owner's neighbours in the region are neighbours there too). */
+static void z3_lay_out(ExecCuda *ex) {
+    const Plan *p = ex->plan;
+    Zero3 *z = ex->z3;
+    z->group = xcalloc((size_t)p->L + 1, sizeof *z->group);
+    z->at = xcalloc((size_t)p->n_params + 1, sizeof *z->at);
+    z->grad_at = xcalloc((size_t)p->n_params + 1, sizeof *z->grad_at);
+    for (int32_t i = 0; i < p->n_params; i++) {
+        const PlanParam *pp = &p->params[i];
+        Z3Group *g = &z->group[pp->layer + 1];
+        g->params = xrealloc(g->params, ((size_t)g->n + 1) * sizeof *g->params);
+        g->params[g->n++] = i;
+        if (z->owner[i] == ex->rank) continue;
+        const int64_t n = plan_aligned(p->tensors[pp->tensor].numel);
+        z->at[i] = g->bytes, g->bytes += 2 * n;
+        if (pp->grad >= 0) z->grad_at[i] = g->grad_bytes, g->grad_bytes += 4 * n;
+    }
+    for (int32_t g = 0; g <= p->L; g++) {
+        z->group[g].slot = -1;
+        const int k = g == 0 ? 0 : 1;
+        if (z->group[g].bytes > z->slot_bytes[k]) z->slot_bytes[k] = z->group[g].bytes;
+        if (z->group[g].grad_bytes > z->slot_grad_bytes[k]) z->slot_grad_bytes[k] = z->group[g].grad_bytes;
+    }
+    z->slot_bytes[2] = z->slot_bytes[1], z->slot_grad_bytes[2] = z->slot_grad_bytes[1];
+    for (int k = 0; k < Z3_SLOTS; k++) z->slot_group[k] = -1;
+}
+
+static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    Zero3 *z = ex->z3 = xcalloc(1, sizeof *z);
+    int *owner = xmalloc(((size_t)p->n_params + 1) * sizeof *owner);
+    memcpy(owner, sh->param_owner, (size_t)p->n_params * sizeof *owner);
+    z->owner = owner;
+    for (int32_t i = 0, k = 0; i < p->n_params; i++)
+        if (has_master(&p->params[i]) && owner[i] != sh->owner[k++])
+            return errf(err, errlen, "ZeRO-3: %s's owner differs between the two lists", p->tensors[p->params[i].tensor].name);
+    z->param_of = xmalloc(((size_t)p->n_tensors + 1) * sizeof *z->param_of);
+    for (int32_t t = 0; t < p->n_tensors; t++) z->param_of[t] = -1;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        z->param_of[p->params[i].tensor] = i;
+        if (p->params[i].grad >= 0) z->param_of[p->params[i].grad] = i;
+    }
+    if (!own_slice(ex, false, &z->own_from, &z->own_elems) || !own_slice(ex, true, &z->grad_from, &z->grad_elems))
+        return errf(err, errlen, "ZeRO-3: rank %d's parameters are not one run of the plan's", ex->rank);
+    z3_lay_out(ex);
+    return z3_map_ops(ex, err, errlen);
+}
+
+static void z3_free(ExecCuda *ex) {
+    Zero3 *z = ex->z3;
+    if (!z) return;
+    cudrv_free(ex->d, z->own), cudrv_free(ex->d, z->own_grad);
+    for (int k = 0; k < Z3_SLOTS; k++) cudrv_free(ex->d, z->slot[k]), cudrv_free(ex->d, z->slot_grad[k]);
+    ex->shadow = ex->region[PLAN_GRAD] = 0; /* bases into the slices, not allocations */
+    for (int32_t g = 0; z->group && g <= ex->plan->L; g++) free(z->group[g].params);
+    free((void *)z->owner), free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need);
+    free(z->writes), free(z);
+    ex->z3 = NULL;
+}
+
+void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c) {
+    if (ex->z3) ex->z3->nccl = c;
+}
+
+int64_t exec_cuda_gathers(const ExecCuda *ex) { return ex->z3 ? ex->z3->gathers : 0; }
+
+/* Where parameter i's value (or gradient) is now: this rank's slice, or its group's window. */
+static CuPtr z3_addr(const ExecCuda *ex, int32_t i, bool grad) {
+    const Zero3 *z = ex->z3;
+    const PlanParam *pp = &ex->plan->params[i];
+    const PlanTensor *t = &ex->plan->tensors[grad ? pp->grad : pp->tensor];
+    if (z->owner[i] == ex->rank) return grad ? ex->region[PLAN_GRAD] + (CuPtr)t->offset * 4 : ex->shadow + (CuPtr)t->offset * 2;
+    const int slot = z->group[pp->layer + 1].slot;
+    assert(slot >= 0); /* z3_before gathered every group an op touches */
+    return grad ? z->slot_grad[slot] + (CuPtr)z->grad_at[i] : z->slot[slot] + (CuPtr)z->at[i];
+}
+
+typedef struct {
+    int32_t first; /* plan parameter */
+    int64_t elems; /* from its offset to the end of the run's last tensor */
+    int owner;
+} Z3Run;
+
+/* Group g's values (grad: gradients) in runs of one owner lying one after the other in the
+ * region, and so in the window: one collective each. */
+static size_t z3_runs(const ExecCuda *ex, int32_t g, bool grad, Z3Run *runs) {
+    const Plan *p = ex->plan;
+    const Z3Group *grp = &ex->z3->group[g];
+    size_t n = 0;
+    int64_t from = 0, next = -1;
+    for (int32_t k = 0; k < grp->n; k++) {
+        const int32_t i = grp->params[k];
+        const PlanParam *pp = &p->params[i];
+        if (grad && pp->grad < 0) continue;
+        const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
+        if (n == 0 || runs[n - 1].owner != ex->z3->owner[i] || t->offset != next)
+            runs[n++] = (Z3Run){i, 0, ex->z3->owner[i]}, from = t->offset;
+        runs[n - 1].elems = t->offset + t->numel - from;
+        next = t->offset + plan_aligned(t->numel);
+    }
+    return n;
+}
+
+static void z3_group_name(int32_t g, char *buf, size_t len) {
+    if (g == 0) snprintf(buf, len, "the parameters outside the layers");
+    else snprintf(buf, len, "layer %d's parameters", (int)(g - 1));
+}
+
+/* Every rank's part of group g's values into window k, from their owners. */
+static bool z3_gather(ExecCuda *ex, int32_t g, int k) {
+    Zero3 *z = ex->z3;
+    Z3Group *grp = &z->group[g];
+    grp->slot = k, z->slot_group[k] = g;
+    if (!cudrv_zero(ex->d, z->slot_grad[k], (size_t)grp->grad_bytes, "ZeRO-3 gradient window", ex->err, ex->errlen))
+        return false;
+    Z3Run *runs = xmalloc(((size_t)grp->n + 1) * sizeof *runs);
+    const size_t n = z3_runs(ex, g, false, runs);
+    bool ok = true;
+    for (size_t r = 0; r < n && ok; r++) {
+        char what[96], name[48];
+        z3_group_name(g, name, sizeof name);
+        snprintf(what, sizeof what, "ZeRO-3 gather of %s, rank %d's", name, runs[r].owner);
+        const CuPtr a = z3_addr(ex, runs[r].first, false);
+        ok = ncl_broadcast_bytes(z->nccl, a, a, (size_t)runs[r].elems * 2, runs[r].owner, NULL, what, ex->err, ex->errlen);
+    }
+    free(runs);
+    z->gathers++;
+    return ok;
+}
+
+/* Group g's gradients summed over the ranks into their owners' slices. */
+static bool z3_flush(ExecCuda *ex, int32_t g) {
+    Zero3 *z = ex->z3;
+    Z3Group *grp = &z->group[g];
+    Z3Run *runs = xmalloc(((size_t)grp->n + 1) * sizeof *runs);
+    const size_t n = z3_runs(ex, g, true, runs);
+    bool ok = true;
+    for (size_t r = 0; r < n && ok; r++) {
+        char what[96], name[48];
+        z3_group_name(g, name, sizeof name);
+        snprintf(what, sizeof what, "ZeRO-3 gradients of %s to rank %d", name, runs[r].owner);
+        const CuPtr a = z3_addr(ex, runs[r].first, true);
+        ok = ncl_reduce_sum(z->nccl, a, a, (size_t)runs[r].elems, runs[r].owner, NULL, what, ex->err, ex->errlen);
+    }
+    free(runs);
+    grp->dirty = false;
+    return ok;
+}
+
+/* Empty window k (its gradients to their owners first, when it has some). */
+static bool z3_evict(ExecCuda *ex, int k) {
+    Zero3 *z = ex->z3;
+    const int32_t g = z->slot_group[k];
+    if (g < 0) return true;
+    if (z->group[g].dirty && !z3_flush(ex, g)) return false;
+    z->group[g].slot = -1, z->slot_group[k] = -1;
+    return true;
+}
+
+/* The window for group g: 0 for the parameters outside the layers; else an empty layer window,
+ * or the one used least recently that op's other groups (`need`) do not hold. */
+static int z3_pick_slot(const Zero3 *z, int32_t g, const int32_t *need) {
+    if (g == 0) return 0;
+    int best = -1;
+    for (int k = 1; k < Z3_SLOTS; k++) {
+        if (z->slot_group[k] < 0) return k;
+        bool pinned = false;
+        for (int j = 0; j < Z3_NEED; j++) pinned = pinned || need[j] == z->slot_group[k];
+        if (!pinned && (best < 0 || z->slot_used[k] < z->slot_used[best])) best = k;
+    }
+    return best; /* z3_map_ops checked that an op needs two layers at most */
+}
+
+/* Before op i: every group it touches in a window, marked when it adds to their gradients. */
+static bool z3_before(ExecCuda *ex, int32_t i) {
+    Zero3 *z = ex->z3;
+    if (!z) return true;
+    for (int k = 0; k < Z3_NEED && z->need[i][k] >= 0; k++) {
+        const int32_t g = z->need[i][k];
+        Z3Group *grp = &z->group[g];
+        if (grp->slot < 0) {
+            const int s = z3_pick_slot(z, g, z->need[i]);
+            if (!z3_evict(ex, s) || !z3_gather(ex, g, s)) return false;
+        }
+        z->slot_used[grp->slot] = ++z->clock;
+        if (ex->train && (z->writes[i] >> k & 1)) grp->dirty = true;
+    }
+    return true;
+}
+
+/* After a call: every gradient at its owner, every window empty (the optimizer changes the
+ * owners' values before the next call). After a failed collective nothing more is sent. */
+static bool z3_after(ExecCuda *ex, bool ok) {
+    Zero3 *z = ex->z3;
+    if (!z) return ok;
+    for (int k = 0; k < Z3_SLOTS; k++) {
+        if (z->slot_group[k] < 0) continue;
+        if (!ok) z->group[z->slot_group[k]].dirty = false;
+        ok = z3_evict(ex, k) && ok;
+    }
+    return ok;
+}
+
+static bool z3_ready(ExecCuda *ex) {
+    if (ex->z3 && !ex->z3->nccl)
+        return errf(ex->err, ex->errlen, "ZeRO-3 on GPUs gathers the parameters with NCCL, and it has none "
+                    "(exec_cuda_use_nccl)");
+    return true;
 }
 
 // --- launching
@@ -670,6 +1032,8 @@ static void arg_i32(Args *a, int32_t i) {
 static CuPtr dptr(const ExecCuda *ex, int32_t id) {
     if (id < 0) return 0;
     const PlanTensor *t = &ex->plan->tensors[id];
+    if (ex->z3 && (t->region == PLAN_PARAM || t->region == PLAN_GRAD))
+        return z3_addr(ex, ex->z3->param_of[id], t->region == PLAN_GRAD);
     if (t->region == PLAN_PARAM) return ex->shadow + (CuPtr)t->offset * 2;
     if (t->region == PLAN_ACT) {
         assert(ex->act.at[id] >= 0); /* every tensor a launch touches has bytes (act_lifetimes) */
@@ -962,17 +1326,21 @@ static bool check_bounds(ExecCuda *ex, int32_t i) {
 bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = true;
-    for (int32_t i = 0; i < ex->plan->n_ops; i++)
-        if (!run_op(ex, i, grad_scale, loss) || !check_bounds(ex, i)) return false;
-    return true;
+    bool ok = z3_ready(ex);
+    for (int32_t i = 0; ok && i < ex->plan->n_ops; i++)
+        ok = z3_before(ex, i) && run_op(ex, i, grad_scale, loss) && check_bounds(ex, i);
+    return z3_after(ex, ok);
 }
 
 bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = false;
-    for (int32_t i = 0; i < ex->plan->n_forward; i++)
-        if (!run_op(ex, i, 0, NULL) || !check_bounds(ex, i)) return false;
-    return run_op(ex, ex->plan->loss_op, 0, loss) && check_bounds(ex, ex->plan->loss_op);
+    const int32_t last = ex->plan->loss_op;
+    bool ok = z3_ready(ex);
+    for (int32_t i = 0; ok && i < ex->plan->n_forward; i++)
+        ok = z3_before(ex, i) && run_op(ex, i, 0, NULL) && check_bounds(ex, i);
+    ok = ok && z3_before(ex, last) && run_op(ex, last, 0, loss) && check_bounds(ex, last);
+    return z3_after(ex, ok);
 }
 
 // --- AdamW on the GPU (adamw.cuh)
@@ -1055,6 +1423,7 @@ NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *ab
 }
 
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
+    if (ex->z3) return errf(err, errlen, "exec_cuda_allreduce_grads: ZeRO-3 reduces each layer's gradients as it goes");
     CuPtr grads = ex->region[PLAN_GRAD];
     return ncl_allreduce_sum(c, grads, grads, (size_t)ex->plan->region_size[PLAN_GRAD], NULL, "gradients", err, errlen);
 }
@@ -1084,7 +1453,8 @@ static size_t owner_runs(const ExecCuda *ex, bool grad, Run *runs) {
 }
 
 bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
-    if (!ex->owner) return errf(err, errlen, "exec_cuda_reduce_grads: the executor is not sharded (ZeRO)");
+    if (!ex->owner || ex->z3)
+        return errf(err, errlen, "exec_cuda_reduce_grads: the executor is not sharded by ZeRO-1/2");
     Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
     const size_t n = owner_runs(ex, true, runs);
     bool ok = true;
@@ -1100,6 +1470,7 @@ bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) 
 
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (!ex->owner) return errf(err, errlen, "exec_cuda_broadcast_params: the executor is not sharded (ZeRO)");
+    if (ex->z3) return true; /* the next call gathers the owners' new values */
     Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
     const size_t n = owner_runs(ex, false, runs);
     bool ok = true;

@@ -50,13 +50,27 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
  * rank's parameters (its run of that list, in order), exec_cuda_to_host / to_device move only
  * their masters (and an AdamW of their moments), and the memory line says the share. */
 typedef struct {
-    int rank, stage;  /* this rank of the group; the ZeRO stage (1, 2), as printed */
+    int rank, stage;  /* this rank of the group; the ZeRO stage (1, 2, 3), as printed */
     const int *owner; /* per trainable parameter (exec_cuda_params' order): its rank; each rank's
                          parameters one run, in rank order (trainer.c's deal makes them so) */
     DistGroup *group; /* the ranks: the gradient norm's sum of squares is summed over them */
+    const int *param_owner; /* stage 3: per plan parameter (frozen ones too), the rank that keeps
+                               it, one run each in rank order (owner must agree); else NULL */
 } ExecCudaShard;
 ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int device, uint64_t seed,
                                 const ExecCudaShard *shard, FILE *log, char *err, size_t errlen);
+
+/* ZeRO-3 (param_owner set): a GPU keeps the 16-bit values and fp32 gradients of its own
+ * parameters only (slices of the plan's PARAM and GRAD regions), besides the masters and AdamW
+ * state of its own trained ones. exec_cuda_step and exec_cuda_forward gather the other ranks'
+ * parameters a layer at a time (ncclBroadcast from each owner) into one of two layer windows,
+ * least recently used out, plus one window for the parameters outside the layers; a window's
+ * gradients go to their owners (ncclReduce) when it is reused or the call ends. These are
+ * collectives: every rank calls step / forward together, with c from exec_cuda_use_nccl. The host
+ * copies stay whole on every rank (exec_cuda_to_host refreshes this rank's trained ones only). */
+void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c);
+/* Groups (a layer's parameters, or those outside the layers) gathered so far. */
+int64_t exec_cuda_gathers(const ExecCuda *ex);
 void exec_cuda_free(ExecCuda *ex);
 
 /* Whether the trainer's kernels keep f16 (the recipe's fp16: true: the trainer scales the loss)

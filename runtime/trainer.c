@@ -286,16 +286,18 @@ static int *deal_params(const Run *run, bool trainable_only) {
 }
 
 static bool open_gpu(Run *run, int dev, uint64_t seed, char *err, size_t errlen) {
-    if (run->zero == 3)
-        return errf(err, errlen, "zero_stage 3: ZeRO-3 (parameters sharded) runs on the CPU executor only; on GPUs "
-                    "set zero_stage: 1 or 2 (AdamW state, and gradients, sharded over NCCL), or device: cpu");
     FILE *log = run->rank == 0 || run->zero ? stderr : NULL; // under ZeRO each rank says what it holds
     if (!run->zero) {
         run->gpu = exec_cuda_new(run->plan, run->payload, dev, seed, log, err, errlen);
         return run->gpu != NULL;
     }
     int *owner = deal_params(run, true);
-    ExecCudaShard shard = {run->rank, run->zero, owner, run->group};
+    if (run->zero == 3) { // every parameter dealt; the trainable ones' owners follow from it
+        run->plan_owner = deal_params(run, false);
+        for (int32_t i = 0, k = 0; i < run->plan->n_params; i++)
+            if (run->plan->params[i].trainable) owner[k++] = run->plan_owner[i];
+    }
+    ExecCudaShard shard = {run->rank, run->zero, owner, run->group, run->plan_owner};
     run->gpu = exec_cuda_new_sharded(run->plan, run->payload, dev, seed, &shard, log, err, errlen);
     free(owner);
     return run->gpu != NULL;
@@ -806,7 +808,7 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
  * at each parameter's owner), or, where some rank has no NCCL (never under ZeRO: open_nccl),
  * through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || run->world == 1) return reduce_grads(run, err, errlen);
+    if (!run->gpu || run->world == 1 || run->zero == 3) return reduce_grads(run, err, errlen);
     if (run->nccl && run->zero == 2) return exec_cuda_reduce_grads(run->gpu, run->nccl, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
     return exec_cuda_grads_to_host(run->gpu, err, errlen) && reduce_grads(run, err, errlen) &&
@@ -863,6 +865,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
     double logged_loss = 0, tokens_since = 0, t_log = now_s();
     int64_t logged_steps = 0;
     int64_t step = run->pos.global_step;
+    const int64_t first_step = step;
     bool lead = run->rank == 0;
     for (int64_t epoch = run->pos.epoch; step < run->total_steps; epoch++) {
         shuffle_rows(run, epoch);
@@ -912,6 +915,10 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 return false;
             }
             step++;
+            if (run->gpu && run->zero == 3 && lead && step == first_step + 1) // what the windows saved
+                fprintf(stderr, "\nZeRO-3: step %lld gathered %lld parameter groups from their owners in %lld "
+                        "micro-batch%s\n", (long long)step, (long long)exec_cuda_gathers(run->gpu), (long long)group,
+                        group == 1 ? "" : "es");
             mb += group;
             run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * global_b),
                                       (uint64_t)R_INT(run->r, seed), (uint64_t)R_INT(run->r, seed),
@@ -1074,8 +1081,13 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
     if (!run->nccl && run->zero)
         return errf(err, errlen, "zero_stage %d on GPUs needs NCCL on every rank: %s; install NCCL (libnccl2) or set "
                     "LLFC_NCCL, or set zero_stage: 0 (gradients through host copies over TCP, slow)", run->zero, why);
+    exec_cuda_use_nccl(run->gpu, run->nccl); // ZeRO-3 gathers and reduces with it
     if (run->rank != 0) return true;
-    if (run->nccl && run->zero)
+    if (run->nccl && run->zero == 3)
+        fprintf(stderr, "data parallel: ZeRO-3 on the GPUs by NCCL %s (%s): each layer's parameters gathered from "
+                "their owners when used, its gradients reduced to them, each rank's AdamW step on its own "
+                "parameters\n", ncl_version(run->nccl), ncl_path(run->nccl));
+    else if (run->nccl && run->zero)
         fprintf(stderr, "data parallel: ZeRO-%d on the GPUs by NCCL %s (%s): gradients %s, each rank's AdamW step on "
                 "its own parameters, their bf16 weights broadcast from it\n", run->zero, ncl_version(run->nccl),
                 ncl_path(run->nccl), run->zero == 2 ? "reduced to their owners" : "summed");
