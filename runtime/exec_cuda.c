@@ -1,6 +1,7 @@
 /* exec_cuda.c - the CUDA executor: the plan's ops as launches of the generated kernels and
- * cuBLASLt products, in the plan's order, on one stream. See exec_cuda.h; what each kernel
- * takes is compiler/cuda_gen.h's table.
+ * cuBLASLt products, in the plan's order, on one stream (the legacy one; data parallel's
+ * collectives overlap it on a stream of their own: the last section). See exec_cuda.h; what each
+ * kernel takes is compiler/cuda_gen.h's table.
  *
  * Device memory, one allocation each: the 16-bit copy of every parameter (bf16, or f16 for a
  * recipe with fp16: true: the unit's floatX; the plan's PARAM element offsets, 2 bytes each),
