@@ -30,6 +30,8 @@ enum {
     CUBLAS_OP_N = 0,
     CUBLAS_OP_T = 1,
     CU_ERROR_NOT_READY = 600,
+    CU_STREAM_NON_BLOCKING = 0x1,
+    CU_EVENT_DISABLE_TIMING = 0x2,
 };
 
 typedef struct {
@@ -85,6 +87,12 @@ struct CuDrv {
         CUresult (*error_name)(CUresult, const char **);
         CUresult (*error_string)(CUresult, const char **);
         CUresult (*stream_query)(void *);
+        CUresult (*stream_create)(void **, unsigned);
+        CUresult (*stream_destroy)(void *);
+        CUresult (*event_create)(void **, unsigned);
+        CUresult (*event_destroy)(void *);
+        CUresult (*event_record)(void *, void *);
+        CUresult (*stream_wait_event)(void *, void *, unsigned);
     } cu;
     struct {
         CublasStatus (*create)(LtHandle *);
@@ -165,6 +173,9 @@ static bool load_driver(CuDrv *d, char *err, size_t errlen) {
         {(void **)&d->cu.sync, "cuCtxSynchronize"}, {(void **)&d->cu.error_name, "cuGetErrorName"},
         {(void **)&d->cu.error_string, "cuGetErrorString"},
         {(void **)&d->cu.stream_query, "cuStreamQuery"},
+        {(void **)&d->cu.stream_create, "cuStreamCreate"}, {(void **)&d->cu.stream_destroy, "cuStreamDestroy_v2"},
+        {(void **)&d->cu.event_create, "cuEventCreate"}, {(void **)&d->cu.event_destroy, "cuEventDestroy_v2"},
+        {(void **)&d->cu.event_record, "cuEventRecord"}, {(void **)&d->cu.stream_wait_event, "cuStreamWaitEvent"},
     };
     return cudrv_bind(d->lib, name, syms, sizeof syms / sizeof *syms, err, errlen);
 }
@@ -364,4 +375,32 @@ bool cudrv_stream_done(CuDrv *d, void *stream, bool *done, const char *what, cha
     CUresult rc = d->cu.stream_query(stream);
     *done = rc != CU_ERROR_NOT_READY;
     return rc == CU_ERROR_NOT_READY || cu_ok(d, rc, "cuStreamQuery", what, err, errlen);
+}
+
+// --- streams and events
+
+bool cudrv_stream_new(CuDrv *d, void **stream, const char *what, char *err, size_t errlen) {
+    *stream = NULL;
+    return cu_ok(d, d->cu.stream_create(stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate", what, err, errlen);
+}
+
+bool cudrv_stream_free(CuDrv *d, void *stream, const char *what, char *err, size_t errlen) {
+    return !stream || cu_ok(d, d->cu.stream_destroy(stream), "cuStreamDestroy", what, err, errlen);
+}
+
+bool cudrv_event_new(CuDrv *d, void **event, const char *what, char *err, size_t errlen) {
+    *event = NULL;
+    return cu_ok(d, d->cu.event_create(event, CU_EVENT_DISABLE_TIMING), "cuEventCreate", what, err, errlen);
+}
+
+bool cudrv_event_free(CuDrv *d, void *event, const char *what, char *err, size_t errlen) {
+    return !event || cu_ok(d, d->cu.event_destroy(event), "cuEventDestroy", what, err, errlen);
+}
+
+bool cudrv_event_record(CuDrv *d, void *event, void *stream, const char *what, char *err, size_t errlen) {
+    return cu_ok(d, d->cu.event_record(event, stream), "cuEventRecord", what, err, errlen);
+}
+
+bool cudrv_stream_wait(CuDrv *d, void *stream, void *event, const char *what, char *err, size_t errlen) {
+    return cu_ok(d, d->cu.stream_wait_event(stream, event, 0), "cuStreamWaitEvent", what, err, errlen);
 }

@@ -72,6 +72,20 @@ bool cudrv_gemm(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t e
  * it so that a collective whose peers never come times out instead of hanging.) */
 bool cudrv_stream_done(CuDrv *d, void *stream, bool *done, const char *what, char *err, size_t errlen);
 
+/* A stream of its own (cuStreamCreate with CU_STREAM_NON_BLOCKING: it neither waits for the legacy
+ * stream the executor launches on nor makes it wait, so the two overlap; what one needs of the
+ * other is ordered with events), and its cuStreamDestroy (NULL is fine). */
+bool cudrv_stream_new(CuDrv *d, void **stream, const char *what, char *err, size_t errlen);
+bool cudrv_stream_free(CuDrv *d, void *stream, const char *what, char *err, size_t errlen);
+/* An event without timing (cuEventCreate with CU_EVENT_DISABLE_TIMING), and its cuEventDestroy
+ * (NULL is fine). */
+bool cudrv_event_new(CuDrv *d, void **event, const char *what, char *err, size_t errlen);
+bool cudrv_event_free(CuDrv *d, void *event, const char *what, char *err, size_t errlen);
+/* cuEventRecord: the event marks what has been enqueued on stream (NULL: the executor's) so far. */
+bool cudrv_event_record(CuDrv *d, void *event, void *stream, const char *what, char *err, size_t errlen);
+/* cuStreamWaitEvent: what is enqueued on stream from now on runs after the event's latest record. */
+bool cudrv_stream_wait(CuDrv *d, void *stream, void *event, const char *what, char *err, size_t errlen);
+
 // --- loading a library of the machine's (the driver, cuBLASLt, NCCL)
 
 /* The first of paths[0..n) that dlopen() takes (RTLD_NOW | RTLD_LOCAL), its path in *found;

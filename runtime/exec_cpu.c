@@ -330,10 +330,7 @@ static int64_t param_floats(const Plan *plan, const PlanParam *p) {
     return p->grad >= 0 ? 2 * n : n;
 }
 
-/* Each op's group: the one whose parameters or gradients it names (-2: two groups; the plans
- * graph.c builds have none), and after which op each group's gradients are final. */
-static void map_ops(ExecCpu *ex) {
-    const Plan *plan = ex->plan;
+bool exec_params_op_groups(const Plan *plan, int32_t *op_group) {
     int32_t *group_of = xmalloc(((size_t)plan->n_tensors + 1) * sizeof *group_of);
     for (int32_t t = 0; t < plan->n_tensors; t++) group_of[t] = -1;
     for (int32_t i = 0; i < plan->n_params; i++) {
@@ -341,10 +338,6 @@ static void map_ops(ExecCpu *ex) {
         group_of[p->tensor] = p->layer + 1;
         if (p->grad >= 0) group_of[p->grad] = p->layer + 1;
     }
-    ex->op_group = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->op_group);
-    ex->ready_after = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->ready_after);
-    int32_t *last = xmalloc(((size_t)plan->L + 2) * sizeof *last);
-    for (int32_t g = 0; g <= plan->L; g++) last[g] = -1;
     bool mixed = false;
     for (int32_t i = 0; i < plan->n_ops; i++) {
         const PlanOp *op = &plan->ops[i];
@@ -357,15 +350,28 @@ static void map_ops(ExecCpu *ex) {
             if (h >= 0 && g >= 0 && h != g) g = -2;
             if (h >= 0 && g == -1) g = h;
         }
-        ex->op_group[i] = g;
-        ex->ready_after[i] = -1;
+        op_group[i] = g;
         mixed = mixed || g == -2;
-        if (g >= 0) last[g] = i;
+    }
+    free(group_of);
+    return !mixed;
+}
+
+/* Each op's group (exec_params_op_groups), and after which op each group's gradients are final. */
+static void map_ops(ExecCpu *ex) {
+    const Plan *plan = ex->plan;
+    ex->op_group = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->op_group);
+    ex->ready_after = xmalloc(((size_t)plan->n_ops + 1) * sizeof *ex->ready_after);
+    const bool mixed = !exec_params_op_groups(plan, ex->op_group);
+    int32_t *last = xmalloc(((size_t)plan->L + 2) * sizeof *last);
+    for (int32_t g = 0; g <= plan->L; g++) last[g] = -1;
+    for (int32_t i = 0; i < plan->n_ops; i++) {
+        ex->ready_after[i] = -1;
+        if (ex->op_group[i] >= 0) last[ex->op_group[i]] = i;
     }
     for (int32_t g = 0; g <= plan->L && !mixed; g++) // two-group ops: no early signal at all
         if (last[g] >= 0) ex->ready_after[last[g]] = g;
     free(last);
-    free(group_of);
 }
 
 static bool shardable(const ExecCpu *ex, char *err, size_t errlen) {

@@ -143,6 +143,11 @@ bool exec_params_load_adapter(const Plan *plan, float *param_region, const char 
 void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
                        ExecParam **trainable, size_t *n_trainable);
 
+/* Each op's group, from the parameters and gradients it names (l + 1: layer l's, 0: those outside
+ * the layers, -1: none, -2: two groups), into op_group[plan->n_ops]; false when some op names two
+ * (the plans graph.c builds have none). */
+bool exec_params_op_groups(const Plan *plan, int32_t *op_group);
+
 /* A tensor of the plan by id (tests). */
 float *exec_cpu_tensor(const ExecCpu *ex, int32_t id);
 

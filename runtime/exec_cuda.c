@@ -1,6 +1,7 @@
 /* exec_cuda.c - the CUDA executor: the plan's ops as launches of the generated kernels and
- * cuBLASLt products, in the plan's order, on one stream. See exec_cuda.h; what each kernel
- * takes is compiler/cuda_gen.h's table.
+ * cuBLASLt products, in the plan's order, on one stream (the legacy one; data parallel's
+ * collectives overlap it on a stream of their own: the last section). See exec_cuda.h; what each
+ * kernel takes is compiler/cuda_gen.h's table.
  *
  * Device memory, one allocation each: the 16-bit copy of every parameter (bf16, or f16 for a
  * recipe with fp16: true: the unit's floatX; the plan's PARAM element offsets, 2 bytes each),
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cudrv.h"
 #include "rng.h"
@@ -114,7 +116,11 @@ struct ExecCuda {
     bool train;
     char *err;
     size_t errlen;
+    struct Overlap *dp;                /* data parallel overlapped with the backward pass (last section) */
 };
+
+static bool overlap_after_op(ExecCuda *ex, int32_t op);
+static void overlap_free(ExecCuda *ex);
 
 // --- the payload: launches.txt and the image for this GPU
 
@@ -584,6 +590,7 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
 void exec_cuda_free(ExecCuda *ex) {
     if (!ex) return;
     z3_free(ex);
+    overlap_free(ex);
     CuPtr *ptrs[] = {&ex->master, &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
                      &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
                      &ex->target, &ex->loss_sum, &ex->count, &ex->inv_freq, &ex->sumsq};
@@ -1328,7 +1335,7 @@ bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss
     ex->train = true;
     bool ok = z3_ready(ex);
     for (int32_t i = 0; ok && i < ex->plan->n_ops; i++)
-        ok = z3_before(ex, i) && run_op(ex, i, grad_scale, loss) && check_bounds(ex, i);
+        ok = z3_before(ex, i) && run_op(ex, i, grad_scale, loss) && check_bounds(ex, i) && overlap_after_op(ex, i);
     return z3_after(ex, ok);
 }
 
@@ -1482,4 +1489,173 @@ bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errl
     }
     free(runs);
     return ok;
+}
+
+// --- data parallel over NCCL, overlapped with the backward pass
+
+/* Bucket g holds the gradients of group g (exec_params_op_groups: layer g - 1's, or at 0 those
+ * outside the layers) as runs of tensors that lie together in GRAD with one destination: one
+ * collective each. graph.c gives GRAD tensors in parameter order, 16-float aligned, so a layer is
+ * one run (ZeRO-2: one per owner in it) and the outside group two (the embedding first; the final
+ * norm and the LM head last); a run spans the alignment padding between its tensors, which
+ * nothing else uses.
+ *
+ * After the op that launches the last work on a bucket's gradients (ready), the compute stream
+ * (the legacy one every launch goes to) records `event`, the communication stream waits for it
+ * (cuStreamWaitEvent: a non-blocking stream does not wait for the legacy one by itself) and the
+ * bucket's collectives are started on it; the backward pass goes on with the layers below. One
+ * event serves every bucket: a wait takes the record that is latest when it is called. The other
+ * way, exec_cuda_overlap_finish polls the communication stream until it is done (ncl_wait), so
+ * nothing launched after it (the optimizer, the next step's zeroing) touches a gradient the
+ * collectives still use. */
+typedef struct {
+    int64_t at, n; /* elements in GRAD */
+    int root;      /* ZeRO-2: the owner that gets the sum; -1: every rank does */
+} OverlapRun;
+
+struct Overlap {
+    NclComm *nccl;
+    void *stream, *event;   /* the communication stream; "the bucket's backward ops are done" */
+    bool on;                /* this call of exec_cuda_step starts the buckets as they are ready */
+    int32_t n_buckets;      /* plan->L + 1 */
+    int32_t *ready;         /* per bucket: the op after which its gradients are final; -1: none is known */
+    int32_t *order, next;   /* the buckets by ready op (then those without); the next one to start */
+    OverlapRun *runs;
+    int32_t *first_run;     /* bucket b's runs: runs[first_run[b] .. first_run[b + 1]) */
+    ExecCudaOverlap stats;
+};
+
+/* The op whose launches do op i's work (run_op's rule: fused ops in the op they are fused into,
+ * the LM head in the loss). */
+static int32_t launched_at(const ExecCuda *ex, int32_t i) {
+    if (i == ex->lm_op || i == ex->lm_bwd_op) return ex->plan->loss_op;
+    return ex->ops[i].fused_into >= 0 ? ex->ops[i].fused_into : i;
+}
+
+static int32_t ready_key(const struct Overlap *o, int32_t b) { return o->ready[b] < 0 ? INT32_MAX : o->ready[b]; }
+
+/* Each bucket's last launching op, none at all when an op names two groups; the buckets in that
+ * order (insertion sort: a handful of layers). */
+static void order_buckets(const ExecCuda *ex, struct Overlap *o) {
+    const Plan *p = ex->plan;
+    int32_t *group = xmalloc(((size_t)p->n_ops + 1) * sizeof *group);
+    const bool separate = exec_params_op_groups(p, group);
+    for (int32_t b = 0; b < o->n_buckets; b++) o->ready[b] = -1;
+    for (int32_t i = 0; i < p->n_ops && separate; i++) {
+        const int32_t g = group[i], at = launched_at(ex, i);
+        if (g >= 0 && at > o->ready[g]) o->ready[g] = at;
+    }
+    free(group);
+    for (int32_t b = 0; b < o->n_buckets; b++) {
+        int32_t k = b;
+        for (; k > 0 && ready_key(o, o->order[k - 1]) > ready_key(o, b); k--) o->order[k] = o->order[k - 1];
+        o->order[k] = b;
+    }
+    o->stats.overlapped = separate;
+}
+
+/* Bucket by bucket, the trained parameters' gradients as runs (see above). */
+static void make_runs(const ExecCuda *ex, struct Overlap *o, bool to_owner) {
+    const Plan *p = ex->plan;
+    int32_t n = 0;
+    o->runs = xmalloc((ex->n_trainable + 1) * sizeof *o->runs);
+    for (int32_t b = 0; b < o->n_buckets; b++) {
+        o->first_run[b] = n;
+        for (int32_t i = 0, j = 0; i < p->n_params; i++) { /* j: among the trained parameters (owner's index) */
+            const PlanParam *pp = &p->params[i];
+            if (!has_master(pp)) continue;
+            const int root = to_owner ? ex->owner[j] : -1;
+            j++;
+            if (pp->layer + 1 != b) continue;
+            const PlanTensor *t = &p->tensors[pp->grad];
+            OverlapRun *last = n > o->first_run[b] ? &o->runs[n - 1] : NULL;
+            const int64_t end = last ? (last->at + last->n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN : -1;
+            if (last && last->root == root && end == t->offset) last->n = t->offset + t->numel - last->at;
+            else o->runs[n++] = (OverlapRun){t->offset, t->numel, root};
+        }
+        if (n > o->first_run[b]) o->stats.buckets++;
+    }
+    o->first_run[o->n_buckets] = n;
+}
+
+bool exec_cuda_overlap_start(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
+    if (ex->dp) return true;
+    struct Overlap *o = xcalloc(1, sizeof *o);
+    ex->dp = o;
+    o->nccl = c, o->n_buckets = (int32_t)ex->plan->L + 1;
+    o->ready = xmalloc((size_t)o->n_buckets * sizeof *o->ready);
+    o->order = xmalloc((size_t)o->n_buckets * sizeof *o->order);
+    o->first_run = xmalloc(((size_t)o->n_buckets + 1) * sizeof *o->first_run);
+    order_buckets(ex, o);
+    make_runs(ex, o, ex->owner && ex->stage == 2);
+    return cudrv_stream_new(ex->d, &o->stream, "the communication stream for gradients", err, errlen) &&
+           cudrv_event_new(ex->d, &o->event, "gradients ready for the communication stream", err, errlen);
+}
+
+void exec_cuda_overlap(ExecCuda *ex, bool on) {
+    if (ex->dp) ex->dp->on = on;
+}
+
+/* Bucket b's collectives on the communication stream, after what the compute stream has so far. */
+static bool start_bucket(ExecCuda *ex, int32_t b, bool early) {
+    struct Overlap *o = ex->dp;
+    const int32_t r0 = o->first_run[b], r1 = o->first_run[b + 1];
+    char what[96];
+    if (b > 0) snprintf(what, sizeof what, "gradients of layer %d", (int)b - 1);
+    else snprintf(what, sizeof what, "gradients outside the layers");
+    if (r0 == r1) return true;
+    if (!cudrv_event_record(ex->d, o->event, NULL, what, ex->err, ex->errlen) ||
+        !cudrv_stream_wait(ex->d, o->stream, o->event, what, ex->err, ex->errlen))
+        return false;
+    for (int32_t r = r0; r < r1; r++) {
+        const OverlapRun *run = &o->runs[r];
+        const CuPtr g = ex->region[PLAN_GRAD] + (CuPtr)run->at * 4;
+        if (run->root >= 0 ? !ncl_start_reduce_sum(o->nccl, g, g, (size_t)run->n, run->root, o->stream, what, ex->err,
+                                                   ex->errlen)
+                           : !ncl_start_allreduce_sum(o->nccl, g, g, (size_t)run->n, o->stream, what, ex->err, ex->errlen))
+            return false;
+    }
+    o->stats.started_early += early;
+    return true;
+}
+
+static bool overlap_after_op(ExecCuda *ex, int32_t op) {
+    struct Overlap *o = ex->dp;
+    if (!o || !o->on) return true;
+    while (o->next < o->n_buckets && o->ready[o->order[o->next]] == op)
+        if (!start_bucket(ex, o->order[o->next++], true)) return false;
+    return true;
+}
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+bool exec_cuda_overlap_finish(ExecCuda *ex, char *err, size_t errlen) {
+    struct Overlap *o = ex->dp;
+    if (!o) return errf(err, errlen, "exec_cuda_overlap_finish: exec_cuda_overlap_start was not called");
+    ex->err = err, ex->errlen = errlen;
+    bool ok = true;
+    while (ok && o->next < o->n_buckets) ok = start_bucket(ex, o->order[o->next++], false);
+    const double t0 = seconds();
+    ok = ok && ncl_wait(o->nccl, o->stream, err, errlen);
+    o->stats.waited_s += seconds() - t0;
+    o->stats.steps++;
+    o->next = 0;
+    return ok;
+}
+
+const ExecCudaOverlap *exec_cuda_overlap_stats(const ExecCuda *ex) { return ex->dp ? &ex->dp->stats : NULL; }
+
+static void overlap_free(ExecCuda *ex) {
+    struct Overlap *o = ex->dp;
+    if (!o) return;
+    char ignored[ERR_LEN]; /* at the end there is nothing left to do about a failure */
+    cudrv_event_free(ex->d, o->event, "gradients ready", ignored, sizeof ignored);
+    cudrv_stream_free(ex->d, o->stream, "the communication stream", ignored, sizeof ignored);
+    free(o->ready), free(o->order), free(o->runs), free(o->first_run);
+    free(o);
+    ex->dp = NULL;
 }

@@ -133,6 +133,34 @@ bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
  * rank (ncclBroadcast of the bytes, one per run of one owner's parameters lying together). */
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
 
+/* Data parallel over NCCL, overlapped with the backward pass (what DDP's buckets do, and the CPU's
+ * exec_cpu_on_grads with gradsync.h): a bucket of gradients per layer (and one for those outside
+ * the layers), each reduced on a communication stream of the GPU's own as soon as the backward
+ * pass is done with it, while the layers below go on. Every rank calls these alike (the
+ * collectives are started in the plan's order):
+ *
+ *     exec_cuda_overlap_start(ex, nccl, err, errlen);    once: the stream, an event, the buckets
+ *     per step: exec_cuda_overlap(ex, k == last) before each micro-batch's exec_cuda_step, then
+ *     exec_cuda_overlap_finish(ex, err, errlen);         the buckets not started yet, and the wait
+ *
+ * Each bucket is summed on every rank (ncclAllReduce), or under ZeRO-2 at each parameter's owner
+ * (ncclReduce; the others' copies are left undefined), as exec_cuda_allreduce_grads and
+ * exec_cuda_reduce_grads do, with the same sums. A plan with an op naming two layers' parameters
+ * starts every bucket in exec_cuda_overlap_finish (stats: overlapped false). */
+typedef struct {
+    int32_t buckets;       /* the buckets that hold gradients */
+    bool overlapped;       /* whether they can start during the backward pass */
+    int64_t steps;         /* exec_cuda_overlap_finish calls */
+    int64_t started_early; /* buckets started during the backward pass, over every step */
+    double waited_s;       /* exec_cuda_overlap_finish's wait: what the backward pass did not hide */
+} ExecCudaOverlap;
+bool exec_cuda_overlap_start(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
+/* Whether the next exec_cuda_step starts the buckets as they are ready (its step's last micro-batch). */
+void exec_cuda_overlap(ExecCuda *ex, bool on);
+bool exec_cuda_overlap_finish(ExecCuda *ex, char *err, size_t errlen);
+/* NULL before exec_cuda_overlap_start. */
+const ExecCudaOverlap *exec_cuda_overlap_stats(const ExecCuda *ex);
+
 /* Where the device keeps the plan's ACT tensors (exec_cuda.c's "device layout"): the same
  * first-fit rule as the plan's, with the device's widths and the lifetimes of the executor's
  * launches. */

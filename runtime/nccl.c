@@ -34,6 +34,11 @@ struct NclComm {
     CuDrv *drv;
     NcclHandle comm;
     int timeout_s;
+    struct { /* the collectives started and not yet waited for: how many, the first, their stream */
+        int count;
+        char first[320]; /* "ncclAllReduce (gradients of layer 3, 1234 floats)" */
+        void *stream;
+    } pending;
     struct {
         NcclResult (*get_version)(int *);
         NcclResult (*get_unique_id)(NcclUniqueId *);
@@ -178,26 +183,43 @@ const char *ncl_path(const NclComm *c) { return c->path; }
 
 // --- collectives
 
-/* After enqueueing call (detail): poll until the stream has run it and NCCL reports no error;
- * past the deadline abort the communicator, so that the GPU's kernel stops waiting for the peers
- * too. "ncclAllReduce (gradients, 123456 floats) failed: ..." */
-static bool finish_op(NclComm *c, NcclResult rc, void *stream, const char *call, const char *detail, char *err,
-                      size_t errlen) {
-    if (!nccl_ok(c, rc, call, detail, err, errlen)) return false;
+/* "ncclAllReduce (gradients, 10 floats)", or with more pending "... or one of the 3 collectives
+ * started after it": the stream runs them in order, and which one hangs cannot be told. */
+static const char *pending_label(const NclComm *c, char *buf, size_t len) {
+    if (c->pending.count > 2)
+        snprintf(buf, len, "%s or one of the %d collectives started after it", c->pending.first, c->pending.count - 1);
+    else if (c->pending.count == 2) snprintf(buf, len, "%s or the collective started after it", c->pending.first);
+    else snprintf(buf, len, "%s", c->pending.first);
+    return buf;
+}
+
+/* Poll until the stream has run everything started on it and NCCL reports no error; past the
+ * deadline abort the communicator, so that the GPU's kernels stop waiting for the peers too. */
+bool ncl_wait(NclComm *c, void *stream, char *err, size_t errlen) {
+    if (!c->pending.count) return true;
+    char label[512];
+    pending_label(c, label, sizeof label);
+    if (!c->comm) return errf(err, errlen, "%s: NCCL's communicator was aborted by an earlier failure", label);
+    if (stream != c->pending.stream)
+        return errf(err, errlen, "%s: waited for on another stream than the one it was started on", label);
     double deadline = now_s() + c->timeout_s;
     for (unsigned spin = 0;; spin++) {
         bool done = true;
         NcclResult async = NCCL_SUCCESS;
-        if (c->drv && !cudrv_stream_done(c->drv, stream, &done, detail, err, errlen)) break;
-        if (!nccl_ok(c, c->fn.async_error(c->comm, &async), "ncclCommGetAsyncError", detail, err, errlen)) break;
+        if (c->drv && !cudrv_stream_done(c->drv, stream, &done, label, err, errlen)) break;
+        if (!nccl_ok(c, c->fn.async_error(c->comm, &async), "ncclCommGetAsyncError", label, err, errlen)) break;
         if (async != NCCL_SUCCESS && async != NCCL_IN_PROGRESS) {
-            nccl_ok(c, async, call, detail, err, errlen);
+            const char *text = c->fn.error_string ? c->fn.error_string(async) : NULL;
+            errf(err, errlen, "%s failed: %s (ncclResult_t %d)", label, text ? text : "?", async);
             break;
         }
-        if (done && async == NCCL_SUCCESS) return true;
+        if (done && async == NCCL_SUCCESS) {
+            c->pending.count = 0;
+            return true;
+        }
         if (now_s() > deadline) {
-            errf(err, errlen, "%s (%s) did not finish within ddp_timeout %d s (a rank died, hangs or never called it); "
-                 "NCCL's communicator was aborted", call, detail, c->timeout_s);
+            errf(err, errlen, "%s did not finish within ddp_timeout %d s (a rank died, hangs or never called it); "
+                 "NCCL's communicator was aborted", label, c->timeout_s);
             break;
         }
         if (spin < 1000) sched_yield(); // a GPU collective takes microseconds to milliseconds
@@ -205,41 +227,69 @@ static bool finish_op(NclComm *c, NcclResult rc, void *stream, const char *call,
     }
     c->fn.abort(c->comm);
     c->comm = NULL;
+    c->pending.count = 0;
     return false;
 }
 
-static bool usable(const NclComm *c, const char *call, const char *detail, char *err, size_t errlen) {
-    return c->comm || errf(err, errlen, "%s (%s): NCCL's communicator was aborted by an earlier failure", call, detail);
+/* Whether call (detail) may be started on stream: the communicator is up and what is pending is
+ * on the same stream (ncl_wait polls one). */
+static bool can_start(NclComm *c, void *stream, const char *call, const char *detail, char *err, size_t errlen) {
+    if (!c->comm) return errf(err, errlen, "%s (%s): NCCL's communicator was aborted by an earlier failure", call, detail);
+    if (c->pending.count && stream != c->pending.stream)
+        return errf(err, errlen, "%s (%s): started on another stream than the %d collectives not yet waited for",
+                    call, detail, c->pending.count);
+    return true;
+}
+
+/* After enqueueing call (detail) on stream: count it pending, or name it when NCCL refused it. */
+static bool started(NclComm *c, NcclResult rc, void *stream, const char *call, const char *detail, char *err,
+                    size_t errlen) {
+    if (!nccl_ok(c, rc, call, detail, err, errlen)) return false;
+    if (c->pending.count++ == 0) {
+        snprintf(c->pending.first, sizeof c->pending.first, "%s (%s)", call, detail);
+        c->pending.stream = stream;
+    }
+    return true;
+}
+
+bool ncl_start_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
+                             size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu floats", what, n);
+    if (!can_start(c, stream, "ncclAllReduce", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.all_reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
+                                     c->comm, stream);
+    return started(c, rc, stream, "ncclAllReduce", detail, err, errlen);
+}
+
+bool ncl_start_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                          char *err, size_t errlen) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s, %zu floats to rank %d", what, n, root);
+    if (!can_start(c, stream, "ncclReduce", detail, err, errlen)) return false;
+    NcclResult rc = c->fn.reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
+                                 root, c->comm, stream);
+    return started(c, rc, stream, "ncclReduce", detail, err, errlen);
 }
 
 bool ncl_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
                        size_t errlen) {
-    char detail[256];
-    snprintf(detail, sizeof detail, "%s, %zu floats", what, n);
-    if (!usable(c, "ncclAllReduce", detail, err, errlen)) return false;
-    NcclResult rc = c->fn.all_reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
-                                     c->comm, stream);
-    return finish_op(c, rc, stream, "ncclAllReduce", detail, err, errlen);
+    return ncl_start_allreduce_sum(c, send, recv, n, stream, what, err, errlen) && ncl_wait(c, stream, err, errlen);
 }
 
 bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
                     char *err, size_t errlen) {
-    char detail[256];
-    snprintf(detail, sizeof detail, "%s, %zu floats to rank %d", what, n, root);
-    if (!usable(c, "ncclReduce", detail, err, errlen)) return false;
-    NcclResult rc = c->fn.reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, NCCL_FLOAT32, NCCL_SUM,
-                                 root, c->comm, stream);
-    return finish_op(c, rc, stream, "ncclReduce", detail, err, errlen);
+    return ncl_start_reduce_sum(c, send, recv, n, root, stream, what, err, errlen) && ncl_wait(c, stream, err, errlen);
 }
 
 static bool broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int type, const char *unit, int root,
                       void *stream, const char *what, char *err, size_t errlen) {
     char detail[256];
     snprintf(detail, sizeof detail, "%s, %zu %s from rank %d", what, n, unit, root);
-    if (!usable(c, "ncclBroadcast", detail, err, errlen)) return false;
+    if (!can_start(c, stream, "ncclBroadcast", detail, err, errlen)) return false;
     NcclResult rc = c->fn.broadcast((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, type, root, c->comm,
                                     stream);
-    return finish_op(c, rc, stream, "ncclBroadcast", detail, err, errlen);
+    return started(c, rc, stream, "ncclBroadcast", detail, err, errlen) && ncl_wait(c, stream, err, errlen);
 }
 
 bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,

@@ -20,6 +20,15 @@
  * ncclCommGetAsyncError) until it finishes; one that has not finished within the timeout (the
  * recipe's ddp_timeout: a peer died or never came) aborts the communicator (ncclCommAbort) and
  * fails naming the op and the timeout. After such a failure the communicator is unusable.
+ *
+ * Overlap: ncl_start_* enqueue a collective and return at once (the GPU runs it when its stream
+ * gets there, while the caller goes on launching), ncl_wait then polls as above until everything
+ * started on that stream has finished:
+ *
+ *     ncl_start_allreduce_sum(c, g1, g1, n1, comm_stream, "layer 4", err, errlen);   backward goes on
+ *     ncl_start_allreduce_sum(c, g0, g0, n0, comm_stream, "layer 3", err, errlen);
+ *     ncl_wait(c, comm_stream, err, errlen);    both done; or "ncclAllReduce (layer 4, ...) or the
+ *                                                collective started after it did not finish within ..."
  */
 #ifndef LLFC_NCCL_H
 #define LLFC_NCCL_H
@@ -51,7 +60,8 @@ const char *ncl_path(const NclComm *c);
 size_t ncl_lib_paths(char paths[4][512]);
 
 /* Collectives on fp32 device buffers of n elements, enqueued on stream (NULL: the legacy default
- * stream, the one the executor uses) and waited for (see hang safety above). send == recv is in
+ * stream, the one the executor uses) and waited for (see hang safety above); with collectives
+ * started and not waited for, only on their stream. send == recv is in
  * place. `what` names the data in errors: "ncclAllReduce (gradients, 123456 floats) failed: ...".
  * Sums add the ranks' values as NCCL does (its order, which is not rank order on every topology). */
 bool ncl_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
@@ -65,5 +75,16 @@ bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void 
 /* The same for n bytes of any type (ncclUint8): bf16 weights, say. */
 bool ncl_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
                          char *err, size_t errlen);
+
+/* The sums above, enqueued on stream and not waited for (see overlap above): what the caller must
+ * not touch (send, recv) until ncl_wait returns. Every collective not yet waited for must be on one
+ * stream. An error here is NCCL refusing the call; the collective's own comes from ncl_wait. */
+bool ncl_start_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void *stream, const char *what, char *err,
+                             size_t errlen);
+bool ncl_start_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
+                          char *err, size_t errlen);
+/* Wait for every collective started on stream since the last wait (none: true at once), with the
+ * hang safety above; an error names the first of them (and how many were started after it). */
+bool ncl_wait(NclComm *c, void *stream, char *err, size_t errlen);
 
 #endif

@@ -85,6 +85,7 @@ typedef struct {
     int *owner;                                    /* ZeRO: the rank that updates params[i] */
     int *plan_owner;                               /* ZeRO-3: the rank that keeps plan parameter i */
     GradSync *sync;                                /* CPU data parallel: reduction during backward */
+    bool overlap;                                  /* GPU data parallel over NCCL: the same (exec_cuda) */
     OptParam *owned;                               /* ZeRO: this rank's parameters */
     size_t n_owned;
     bool fp16;                                     /* the GPU keeps f16: loss scaling */
@@ -809,6 +810,7 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
  * through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
     if (!run->gpu || run->world == 1 || run->zero == 3) return reduce_grads(run, err, errlen);
+    if (run->overlap) return exec_cuda_overlap_finish(run->gpu, err, errlen);
     if (run->nccl && run->zero == 2) return exec_cuda_reduce_grads(run->gpu, run->nccl, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
     return exec_cuda_grads_to_host(run->gpu, err, errlen) && reduce_grads(run, err, errlen) &&
@@ -885,6 +887,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 ExecBatch b = batch_of(run, (uint64_t)step * (uint64_t)run->accum + k);
                 ExecLoss loss;
                 if (run->sync && k + 1 == group) exec_cpu_on_grads(run->ex, grads_ready, run->sync); // final ones
+                if (run->overlap) exec_cuda_overlap(run->gpu, k + 1 == group);
                 bool ok = ex_step(run, &b, counted > 0 ? (float)(loss_scale / counted) : (float)loss_scale, &loss, err,
                                   errlen);
                 if (run->sync) exec_cpu_on_grads(run->ex, NULL, NULL);
@@ -1099,6 +1102,21 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* GPU data parallel over NCCL (ZeRO-3 aside): each layer's gradients reduced on the GPU's
+ * communication stream as soon as the last micro-batch's backward pass is done with them, while
+ * it goes on with the layers below (exec_cuda_overlap_start). */
+static bool start_overlap(Run *run, char *err, size_t errlen) {
+    if (!run->gpu || !run->nccl || run->world == 1 || run->zero == 3) return true;
+    if (!exec_cuda_overlap_start(run->gpu, run->nccl, err, errlen)) return false;
+    run->overlap = true;
+    const ExecCudaOverlap *st = exec_cuda_overlap_stats(run->gpu);
+    if (run->rank == 0)
+        fprintf(stderr, "data parallel: gradients reduced in %d buckets a step (a layer each), on the GPUs' "
+                "communication stream, %s\n", (int)st->buckets, st->overlapped ? "overlapped with the backward pass"
+                : "after the backward pass (an op of the plan uses two layers' parameters)");
+    return true;
+}
+
 static bool setup(Run *run, char *err, size_t errlen) {
     const Recipe *r = run->r;
     if (!join_ranks(run, err, errlen)) return false;
@@ -1114,7 +1132,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
     optim_scaler_init(&run->scaler, init_scale && *init_scale ? strtod(init_scale, NULL) : 65536.0);
     if (run->zero) report_memory(run);
     start_gradsync(run);
-    if (run->gpu && run->world > 1 && !open_nccl(run, err, errlen)) return false;
+    if (run->gpu && run->world > 1 && (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen))) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));
@@ -1186,6 +1204,11 @@ int trainer_run(const Recipe *r, const Payload *p) {
                 (long long)(st->buckets / st->steps), 1e3 * st->busy_s / (double)st->steps,
                 1e3 * st->waited_s / (double)st->steps);
     }
+    const ExecCudaOverlap *ov = run.overlap ? exec_cuda_overlap_stats(run.gpu) : NULL;
+    if (ok && lead && ov && ov->steps)
+        fprintf(stderr, "data parallel: %lld of %lld buckets a step started during the backward pass; %.1f ms a step "
+                "left to wait for after it\n", (long long)(ov->started_early / ov->steps), (long long)ov->buckets,
+                1e3 * ov->waited_s / (double)ov->steps);
     if (ok && lead && run.fp16)
         fprintf(stderr, "fp16: %lld of %lld steps skipped for inf or NaN gradients; loss scale %g\n",
                 (long long)run.scaler.skipped, (long long)run.state.global_step, run.scaler.scale);

@@ -303,9 +303,20 @@ static bool guarded(const char *name) {
     return false;
 }
 
+/* Whether out holds every line of `lines`. */
+static bool says_all(const char *out, const char *lines) {
+    for (const char *l = lines; *l; l += strcspn(l, "\n"), l += *l == '\n') {
+        char *want = xstrndup(l, strcspn(l, "\n"));
+        const bool found = strstr(out, want) != NULL;
+        free(want);
+        if (!found) return false;
+    }
+    return true;
+}
+
 /* Compile `recipe` with `overrides`, train it on both executors (with the launcher's `flags`),
  * compare (the relative loss gap within loss_tol, grad_norm's within 2.5 times that); the CUDA
- * run must print `must_say`. */
+ * run must print every line of `must_say`. */
 static void runs_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
                        double weights_tol, double loss_tol, const char *flags, const char *must_say) {
     char *trainer = xprintf("%s/%s", tmp, name), *recipe = xprintf("%s/%s.yaml", tmp, name);
@@ -323,7 +334,7 @@ static void runs_agree(const char *name, const char *model, const char *override
                   trainer, flags, gpu_dir, more);
     char *out;
     int rc = test_shell(&out, cmd);
-    if (rc != 0 || !strstr(out, "on the CUDA executor") || !strstr(out, must_say))
+    if (rc != 0 || !strstr(out, "on the CUDA executor") || !says_all(out, must_say))
         fail_msg("%s: exit %d (wanted '%s')\n%s", cmd, rc, must_say, out);
     device_memory_is_planned(name, trainer, out);
     free(out);
@@ -382,22 +393,46 @@ static void test_llama_full(void **state) {
     free(model);
 }
 
+/* What a data-parallel CUDA run over NCCL must say, after `first`: its gradients in a bucket per
+ * layer of the model (config.json's count) and one for those outside the layers, every bucket
+ * started during the backward pass (exec_cuda's overlap). */
+static char *overlap_lines(const char *model, const char *first) {
+    char *path = xprintf("%s/config.json", model);
+    JsonDoc *d = test_load_json(path);
+    double layers = 0;
+    assert_true(json_as_double(json_get(json_root(d), "num_hidden_layers"), &layers));
+    json_free(d);
+    free(path);
+    const int buckets = (int)layers + 1;
+    return xprintf("%s\ndata parallel: gradients reduced in %d buckets a step (a layer each), on the GPUs' "
+                   "communication stream, overlapped with the backward pass\n"
+                   "data parallel: %d of %d buckets a step started during the backward pass", first, buckets,
+                   buckets, buckets);
+}
+
 /* Data parallel on 2 ranks: the CUDA run sums gradients with NCCL on the "GPUs" (fakenccl.c
- * between the rank processes) and follows the CPU executor's 2-rank run; where NCCL is missing
- * the gradients go through host copies over TCP, with the same sums (rank order) and losses. */
+ * between the rank processes), a layer's bucket at a time on the communication stream while the
+ * backward pass goes on, and follows the CPU executor's 2-rank run; where NCCL is missing the
+ * gradients go through host copies over TCP, after the backward pass, with the same sums (rank
+ * order) and losses, bit for bit. (fakenccl.c reads a collective's input when it is started and
+ * writes its result when a wait sees it done, so a bucket started too early or used before the
+ * wait would change the sums; fakecuda.c refuses a collective whose stream did not wait for the
+ * executor's launches.) */
 static void test_two_ranks_over_nccl(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
     if (!emulation_or_skip(__func__)) return;
+    char *says = overlap_lines(model, "data parallel: gradients summed on the GPUs by NCCL");
     runs_agree("llama_full_dp2", model, "max_steps=3 finetuning_type=full learning_rate=1e-4", "model.safetensors",
-               0.02, 0.02, "--nproc-per-node 2", "data parallel: gradients summed on the GPUs by NCCL");
+               0.02, 0.02, "--nproc-per-node 2", says);
+    free(says);
     const char *real = getenv("LLFC_CUDA_REAL");
     char *out, *cmd = xprintf("LLFC_NCCL=/nonexistent/libnccl.so.2 %s %s/llama_full_dp2 --nproc-per-node 2 device=cuda "
                               "output_dir=%s/out_tcp", real && *real == '1' ? "" : "tests/gpu/emu/run_trainer.sh",
                               tmp, tmp);
     int rc = test_shell(&out, cmd);
     if (rc != 0 || !strstr(out, "data parallel: NCCL not found: tried /nonexistent/libnccl.so.2") ||
-        !strstr(out, "gradients go through host copies over TCP, which is slow"))
+        !strstr(out, "gradients go through host copies over TCP, which is slow") || strstr(out, "buckets"))
         fail_msg("%s: exit %d\n%s", cmd, rc, out);
     free(out), free(cmd);
     char *nccl_dir = xprintf("%s/out_llama_full_dp2_cuda", tmp), *tcp_dir = xprintf("%s/out_tcp", tmp);
@@ -440,8 +475,10 @@ static void test_zero2_two_ranks_over_nccl(void **state) {
     if (!emulation_or_skip(__func__)) return;
     const char *real = getenv("LLFC_CUDA_REAL");
     const bool emulated = !(real && *real == '1');
+    char *says = overlap_lines(model, "data parallel: ZeRO-2 on the GPUs by NCCL");
     runs_agree("llama_full_zero2", model, "max_steps=3 finetuning_type=full learning_rate=1e-4", "model.safetensors",
-               0.02, 0.02, "--nproc-per-node 2 zero_stage=2", "data parallel: ZeRO-2 on the GPUs by NCCL");
+               0.02, 0.02, "--nproc-per-node 2 zero_stage=2", says);
+    free(says);
     char *trainer = xprintf("%s/llama_full_zero2", tmp), *out, *cmd;
     // the same trainer without ZeRO, and with ZeRO-1
     const char *stage[2] = {"zero_stage=0", "zero_stage=1"}, *dir[2] = {"out_dp", "out_zero1"};
@@ -764,5 +801,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),
     };
+    if (getenv("LLFC_TEST_FILTER")) cmocka_set_test_filter(getenv("LLFC_TEST_FILTER")); // e.g. "*rank*"
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,10 @@
  * fake libnccl of tests/gpu/emu/fakenccl.c (ninja builds it beside this test), the collectives
  * give the exact sums, a rank without NCCL makes every rank fall back alike, and a rank that
  * never calls the collective makes the other fail within the timeout, naming the op, instead
- * of hanging. (A real NCCL on real GPUs is exercised by the trainer on a GPU machine.) */
+ * of hanging. Collectives started on a stream and waited for later (nccl.h's overlap) give the
+ * same sums, a wait that times out names what it waited for, and with the fake driver too
+ * (fakecuda.c) a stream that did not wait for the executor's work is refused. (A real NCCL on
+ * real GPUs is exercised by the trainer on a GPU machine.) */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -18,7 +21,7 @@
 #include "nccl.h"
 #include "util.h"
 
-static char fake_path[4096];
+static char fake_dir[4096], fake_path[4200]; /* this test's folder, where the fakes are; libnccl's */
 
 // --- finding the library
 
@@ -213,26 +216,44 @@ static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
                    "ncclCommInitRank (rank 1 of 2) failed: invalid usage");
 }
 
-static void test_a_rank_that_never_comes_times_out(void **state) {
-    (void)state;
+/* Rank 0's communicator (ddp_timeout 1 s) with a rank 1 that opens its own, then never calls a
+ * collective: its process in *kid, for absent_peer_done. */
+static NclComm *absent_peer(DistGroup **g, pid_t *kid) {
     setenv("LLFC_NCCL", fake_path, 1);
     int port = test_free_port();
-    pid_t kid = fork();
-    if (kid == 0) { // opens the communicator, then never calls the collective
+    *kid = fork();
+    if (*kid == 0) {
         char err[ERR_LEN];
         bool absent;
-        DistGroup *g = meet(1, 2, port, 20);
-        NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+        DistGroup *mine = meet(1, 2, port, 20);
+        NclComm *c = mine ? ncl_open(mine, NULL, 20, &absent, err, sizeof err) : NULL;
         sleep(30);
         ncl_close(c);
         _exit(0);
     }
     char err[ERR_LEN];
     bool absent;
-    DistGroup *g = meet(0, 2, port, 20);
-    assert_non_null(g);
-    NclComm *c = ncl_open(g, NULL, 1, &absent, err, sizeof err); // ddp_timeout 1 s
+    *g = meet(0, 2, port, 20);
+    assert_non_null(*g);
+    NclComm *c = ncl_open(*g, NULL, 1, &absent, err, sizeof err);
     if (!c) fail_msg("%s", err);
+    return c;
+}
+
+static void absent_peer_done(NclComm *c, DistGroup *g, pid_t kid) {
+    ncl_close(c);
+    dist_close(g);
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    unsetenv("LLFC_NCCL");
+}
+
+static void test_a_rank_that_never_comes_times_out(void **state) {
+    (void)state;
+    DistGroup *g;
+    pid_t kid;
+    NclComm *c = absent_peer(&g, &kid);
+    char err[ERR_LEN];
     float v[10] = {0};
     time_t t0 = time(NULL);
     assert_false(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, NULL, "gradients", err, sizeof err));
@@ -241,18 +262,138 @@ static void test_a_rank_that_never_comes_times_out(void **state) {
     assert_false(ncl_broadcast(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, 0, NULL, "weights", err, sizeof err));
     if (!strstr(err, "ncclBroadcast (weights, 10 floats from rank 0): NCCL's communicator was aborted"))
         fail_msg("got: %s", err);
+    absent_peer_done(c, g, kid);
+}
+
+// --- started, then waited for (the overlap of nccl.h)
+
+static int stream_tag; /* a stream for the fake, which with no driver of its own takes any */
+
+/* Each rank: an allreduce in place and a reduce to rank 1 started on one stream, nothing waited
+ * for; then one wait: the exact sums. Before the wait the fake has written nothing (fakenccl.c:
+ * results land when a wait sees them done), which the trainer's tests rely on to catch a missing
+ * wait. */
+static int started_body(int rank, int world, int port) {
+    char err[ERR_LEN] = "";
+    DistGroup *g = meet(rank, world, port, 20);
+    bool absent;
+    NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
+    if (!c) return check(false, rank, "open:", err);
+    enum { N_SMALL = 1000 };
+    float *a = xmalloc(N_BIG * sizeof *a), b[N_SMALL], r[N_SMALL];
+    for (size_t i = 0; i < N_BIG; i++) a[i] = value(rank, i);
+    for (size_t i = 0; i < N_SMALL; i++) b[i] = value(rank, i + 7), r[i] = -1;
+    void *stream = &stream_tag;
+    int bad = check(ncl_start_allreduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)a, N_BIG, stream, "layer 1",
+                                            err, sizeof err), rank, "start allreduce:", err);
+    bad = bad || check(ncl_start_reduce_sum(c, (CuPtr)(uintptr_t)b, (CuPtr)(uintptr_t)r, N_SMALL, 1, stream, "layer 0",
+                                            err, sizeof err), rank, "start reduce:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) bad = check(a[i] == value(rank, i), rank, "written before the wait", "");
+    for (size_t i = 0; i < N_SMALL && !bad; i++) bad = check(r[i] == -1, rank, "written before the wait", "");
+    bad = bad || check(ncl_wait(c, stream, err, sizeof err), rank, "wait:", err);
+    for (size_t i = 0; i < N_BIG && !bad; i++) {
+        float want = value(0, i);
+        for (int k = 1; k < world; k++) want += value(k, i); // rank order, exactly
+        bad = check(a[i] == want, rank, "allreduce: wrong sum", "");
+    }
+    for (size_t i = 0; i < N_SMALL && !bad; i++) {
+        float want = value(0, i + 7);
+        for (int k = 1; k < world; k++) want += value(k, i + 7);
+        bad = check(r[i] == (rank == 1 ? want : -1.0f) && b[i] == value(rank, i + 7), rank, "reduce: wrong value", "");
+    }
+    bad = bad || check(ncl_wait(c, stream, err, sizeof err), rank, "a wait with nothing started:", err);
+    free(a);
     ncl_close(c);
     dist_close(g);
-    kill(kid, SIGKILL);
-    waitpid(kid, NULL, 0);
+    return bad;
+}
+
+static void test_started_collectives_sum_at_the_wait(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    test_ranks(3, started_body);
     unsetenv("LLFC_NCCL");
+}
+
+/* Two collectives started, the peer never comes: the wait fails within the timeout naming the
+ * first and that one more was started after it; the communicator is aborted. */
+static void test_a_started_collective_that_never_finishes_times_out(void **state) {
+    (void)state;
+    DistGroup *g;
+    pid_t kid;
+    NclComm *c = absent_peer(&g, &kid);
+    char err[ERR_LEN];
+    float v[10] = {0}, w[6] = {0};
+    void *stream = &stream_tag;
+    assert_true(ncl_start_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, stream, "layer 1", err,
+                                        sizeof err));
+    assert_true(ncl_start_reduce_sum(c, (CuPtr)(uintptr_t)w, (CuPtr)(uintptr_t)w, 6, 0, stream, "layer 0", err,
+                                     sizeof err));
+    assert_false(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)w, (CuPtr)(uintptr_t)w, 6, NULL, "elsewhere", err, sizeof err));
+    assert_string_equal(err, "ncclAllReduce (elsewhere, 6 floats): started on another stream than the 2 collectives "
+                             "not yet waited for");
+    time_t t0 = time(NULL);
+    assert_false(ncl_wait(c, stream, err, sizeof err));
+    assert_true(time(NULL) - t0 <= 3);
+    if (!strstr(err, "ncclAllReduce (layer 1, 10 floats) or the collective started after it did not finish within "
+                     "ddp_timeout 1 s (a rank died, hangs or never called it); NCCL's communicator was aborted"))
+        fail_msg("got: %s", err);
+    assert_false(ncl_start_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 10, stream, "layer 1", err,
+                                         sizeof err));
+    if (!strstr(err, "ncclAllReduce (layer 1, 10 floats): NCCL's communicator was aborted")) fail_msg("got: %s", err);
+    absent_peer_done(c, g, kid);
+}
+
+/* With fakecuda.c as the driver: a collective started on a stream of cuStreamCreate's that did not
+ * wait (cuStreamWaitEvent) for the work before it on the executor's stream is refused, as on a GPU
+ * it could read its input before that work has run; after the wait it runs. */
+static void test_a_stream_that_did_not_wait_is_refused(void **state) {
+    (void)state;
+    char err[ERR_LEN], drv[4200], lt[4200];
+    snprintf(drv, sizeof drv, "%s/libfakecuda.so.1", fake_dir);
+    snprintf(lt, sizeof lt, "%s/libfakecublaslt.so", fake_dir);
+    setenv("LLFC_CUDA_DRIVER", drv, 1);
+    setenv("LLFC_CUBLASLT", lt, 1);
+    setenv("LLFC_NCCL", fake_path, 1);
+    CuDrv *d = cudrv_open(0, err, sizeof err);
+    if (!d) fail_msg("%s", err);
+    bool absent;
+    DistGroup *g = solo();
+    NclComm *c = ncl_open(g, d, 5, &absent, err, sizeof err);
+    if (!c) fail_msg("%s", err);
+    void *stream, *event;
+    CuPtr grads;
+    const float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    float back[8];
+    assert_true(cudrv_stream_new(d, &stream, "communication", err, sizeof err));
+    assert_true(cudrv_event_new(d, &event, "ready", err, sizeof err));
+    assert_true(cudrv_alloc(d, &grads, sizeof ones, "gradients", err, sizeof err));
+    assert_true(cudrv_put(d, grads, ones, sizeof ones, "gradients", err, sizeof err)); // the executor's stream
+    assert_false(ncl_start_allreduce_sum(c, grads, grads, 8, stream, "layer 2", err, sizeof err));
+    if (!strstr(err, "ncclAllReduce (layer 2, 8 floats) failed: invalid usage (fakenccl: ncclAllReduce on a stream "
+                     "that did not wait for the ") || !strstr(err, "no cuStreamWaitEvent"))
+        fail_msg("got: %s", err);
+    assert_true(cudrv_event_record(d, event, NULL, "layer 2", err, sizeof err));
+    assert_true(cudrv_stream_wait(d, stream, event, "layer 2", err, sizeof err));
+    assert_true(ncl_start_allreduce_sum(c, grads, grads, 8, stream, "layer 2", err, sizeof err));
+    assert_true(ncl_wait(c, stream, err, sizeof err));
+    assert_true(cudrv_get(d, back, grads, sizeof back, "gradients", err, sizeof err));
+    assert_memory_equal(back, ones, sizeof ones); // one rank: its own values
+    ncl_close(c);
+    dist_close(g);
+    cudrv_free(d, grads);
+    assert_true(cudrv_event_free(d, event, "ready", err, sizeof err));
+    assert_true(cudrv_stream_free(d, stream, "communication", err, sizeof err));
+    cudrv_close(d);
+    unsetenv("LLFC_CUDA_DRIVER"), unsetenv("LLFC_CUBLASLT"), unsetenv("LLFC_NCCL");
 }
 
 int main(void) {
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) self[n] = 0;
-    snprintf(fake_path, sizeof fake_path, "%s/libfakenccl.so.2", dirname(self));
+    snprintf(fake_dir, sizeof fake_dir, "%s", dirname(self));
+    snprintf(fake_path, sizeof fake_path, "%s/libfakenccl.so.2", fake_dir);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_are_tried_in_order),
         cmocka_unit_test(test_every_path_tried_is_named),
@@ -262,6 +403,9 @@ int main(void) {
         cmocka_unit_test(test_a_rank_without_nccl_makes_all_fall_back),
         cmocka_unit_test(test_nccl_that_cannot_start_makes_all_fall_back),
         cmocka_unit_test(test_a_rank_that_never_comes_times_out),
+        cmocka_unit_test(test_started_collectives_sum_at_the_wait),
+        cmocka_unit_test(test_a_started_collective_that_never_finishes_times_out),
+        cmocka_unit_test(test_a_stream_that_did_not_wait_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

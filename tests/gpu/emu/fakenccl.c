@@ -5,18 +5,30 @@
  * ncclGetUniqueId writes a fresh POSIX shared-memory name into the id; ncclCommInitRank maps that
  * segment (created by whichever rank comes first): a header with a barrier (C11 atomics) and a
  * staging area of STAGE floats per rank. A collective is enqueued, as on a GPU: a thread of the
- * communicator runs it while the caller goes on; ncclCommGetAsyncError says ncclInProgress until
- * it is done, then ncclSuccess or its error. It runs chunk by chunk: each rank copies its chunk
- * into its staging slot, barrier, every rank (or the root) sums the slots in rank order (the
- * same bits everywhere), barrier. Every wait has a deadline ($LLFC_FAKENCCL_TIMEOUT seconds,
- * default 600) and stops when the communicator is aborted, so nothing here hangs forever.
- * $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's ncclCommInitRank fail as NCCL's does
- * when two ranks share a GPU.
+ * communicator runs the queue in order while the caller goes on; ncclCommGetAsyncError says
+ * ncclInProgress until all of it is done, then ncclSuccess or the first error. It runs chunk by
+ * chunk: each rank copies its chunk into its staging slot, barrier, every rank (or the root) sums
+ * the slots in rank order (the same bits everywhere), barrier. Every wait has a deadline
+ * ($LLFC_FAKENCCL_TIMEOUT seconds, default 600) and stops when the communicator is aborted, so
+ * nothing here hangs forever. $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's
+ * ncclCommInitRank fail as NCCL's does when two ranks share a GPU.
+ *
+ * The order a caller must keep, made to show: a collective reads its input when it is enqueued
+ * (the earliest a GPU could, fakecuda.c having run everything launched before) and writes its
+ * result into recv only when ncclCommGetAsyncError reports the queue done (the latest: when the
+ * caller can know). So a caller that enqueues before the kernels that write the input have been
+ * launched, or that uses recv without waiting, gets wrong values every time, not now and then.
+ * And on a stream of fakecuda's (not the legacy one), a collective is refused (ncclInvalidUsage)
+ * unless that stream waited for everything launched on the legacy stream (cuStreamWaitEvent; see
+ * fakecuda.c): on a GPU it could run before those kernels. Not modelled: a collective reading
+ * what an earlier one on the same stream writes, with no wait between (llfc never does that).
+ *
  * fp32 sums, and broadcasts of fp32 or bytes (ncclUint8) only (what llfc uses); anything else is
  * ncclInvalidArgument. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,6 +54,16 @@ typedef struct {
 
 typedef enum { ALLREDUCE, REDUCE, BROADCAST } Kind;
 
+typedef struct Op {
+    Kind kind;
+    int root;
+    size_t bytes;      /* fp32 for the sums; a broadcast moves bytes of any type */
+    void *recv;
+    char *in, *out;    /* send as it was when enqueued; the result, for recv when seen done */
+    int writes;        /* whether recv gets it here (a reduce writes the root's only) */
+    struct Op *next;
+} Op;
+
 typedef struct {
     char name[128];
     int rank, n;
@@ -49,10 +71,11 @@ typedef struct {
     Header *h;
     float *stage; /* (n, STAGE) */
     pthread_t worker;
-    int has_worker;
-    atomic_int busy, error, abort;
-    struct { Kind kind; const float *send; float *recv; size_t count; int root; } op; /* count: floats */
-    struct { const char *send; char *recv; size_t bytes; } raw;                      /* a byte broadcast */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    Op *queue, *done;  /* to run, in order; run, their results not yet in recv */
+    int running, stop; /* an op taken off the queue and not finished; the worker is to end */
+    atomic_int error, abort;
 } Comm;
 
 static double now_s(void) {
@@ -85,71 +108,130 @@ static int barrier(Comm *c, double until) {
     return OK;
 }
 
-/* A byte broadcast (ncclUint8): the root's bytes through its staging slot, chunk by chunk. */
-static int run_bytes(Comm *c, double until) {
+/* The root's bytes through its staging slot, chunk by chunk. */
+static int run_broadcast(Comm *c, Op *op, double until) {
     const size_t chunk = STAGE * sizeof(float);
     char *stage = (char *)c->stage;
-    for (size_t off = 0; off < c->raw.bytes; off += chunk) {
-        size_t m = c->raw.bytes - off < chunk ? c->raw.bytes - off : chunk;
+    for (size_t off = 0; off < op->bytes; off += chunk) {
+        size_t m = op->bytes - off < chunk ? op->bytes - off : chunk;
         int rc;
-        if (c->rank == c->op.root) memcpy(stage, c->raw.send + off, m);
+        if (c->rank == op->root) memcpy(stage, op->in + off, m);
         if ((rc = barrier(c, until))) return rc;
-        if (c->rank != c->op.root || c->raw.send != c->raw.recv) memcpy(c->raw.recv + off, stage, m);
+        memcpy(op->out + off, stage, m);
         if ((rc = barrier(c, until))) return rc;
     }
     return OK;
 }
 
-static int run_op(Comm *c) {
-    double until = deadline();
-    if (c->raw.recv) return run_bytes(c, until);
-    const float *send = c->op.send;
-    float *recv = c->op.recv, *mine = c->stage + (size_t)c->rank * STAGE;
-    for (size_t off = 0; off < c->op.count || off == 0; off += STAGE) {
-        size_t m = c->op.count - off < STAGE ? c->op.count - off : STAGE;
+static int run_sum(Comm *c, Op *op, double until) {
+    const float *in = (const float *)op->in;
+    float *out = (float *)op->out, *mine = c->stage + (size_t)c->rank * STAGE;
+    const size_t count = op->bytes / sizeof(float);
+    for (size_t off = 0; off < count || off == 0; off += STAGE) {
+        size_t m = count - off < STAGE ? count - off : STAGE;
         int rc;
-        if (c->op.kind == BROADCAST) {
-            if (c->rank == c->op.root) memcpy(c->stage, send + off, m * sizeof *send);
-            if ((rc = barrier(c, until))) return rc;
-            if (c->rank != c->op.root || send != recv) memcpy(recv + off, c->stage, m * sizeof *recv);
-        } else {
-            memcpy(mine, send + off, m * sizeof *send);
-            if ((rc = barrier(c, until))) return rc;
-            if (c->op.kind == ALLREDUCE || c->rank == c->op.root)
-                for (size_t i = 0; i < m; i++) {
-                    float acc = c->stage[i];
-                    for (int r = 1; r < c->n; r++) acc += c->stage[(size_t)r * STAGE + i];
-                    recv[off + i] = acc;
-                }
-        }
+        memcpy(mine, in + off, m * sizeof *in);
         if ((rc = barrier(c, until))) return rc;
-        if (!c->op.count) break;
+        if (op->writes)
+            for (size_t i = 0; i < m; i++) {
+                float acc = c->stage[i];
+                for (int r = 1; r < c->n; r++) acc += c->stage[(size_t)r * STAGE + i];
+                out[off + i] = acc;
+            }
+        if ((rc = barrier(c, until))) return rc;
+        if (!count) break;
     }
     return OK;
 }
 
+static int run_op(Comm *c, Op *op) {
+    return op->kind == BROADCAST ? run_broadcast(c, op, deadline()) : run_sum(c, op, deadline());
+}
+
+/* The queue in order; after an error nothing more runs (every op after it fails with it). */
 static void *worker(void *arg) {
     Comm *c = arg;
-    atomic_store(&c->error, run_op(c));
-    atomic_store(&c->busy, 0);
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->queue && !c->stop) pthread_cond_wait(&c->wake, &c->mu);
+        if (!c->queue) break;
+        Op *op = c->queue;
+        c->queue = op->next;
+        c->running = 1;
+        pthread_mutex_unlock(&c->mu);
+        int rc = atomic_load(&c->error) ? atomic_load(&c->error) : run_op(c, op);
+        pthread_mutex_lock(&c->mu);
+        if (rc && !atomic_load(&c->error)) atomic_store(&c->error, rc);
+        Op **tail = &c->done;
+        while (*tail) tail = &(*tail)->next;
+        op->next = NULL, *tail = op;
+        c->running = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
-static void wait_worker(Comm *c) {
-    if (c->has_worker) pthread_join(c->worker, NULL);
-    c->has_worker = 0;
+static void free_ops(Op *op) {
+    while (op) {
+        Op *next = op->next;
+        free(op->in), free(op->out), free(op);
+        op = next;
+    }
 }
 
-static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t count, int type, int op, int root) {
+/* The results of everything run into their recv, in order: the caller sees them done now. */
+static void deliver(Comm *c) {
+    for (Op *op = c->done; op; op = op->next)
+        if (op->writes) memcpy(op->recv, op->out, op->bytes);
+    free_ops(c->done);
+    c->done = NULL;
+}
+
+// --- fakecuda.c's streams, when it is the driver loaded here
+
+static char usage_error[512] = "invalid usage (fakenccl: Duplicate GPU detected)";
+
+/* Operations launched on fakecuda's legacy stream that `stream` has not waited for (0 with
+ * another driver, or none). */
+static long stream_unwaited(void *stream) {
+    static long (*unwaited)(void *); /* looked for until found: the driver may come after this library */
+    if (!stream) return 0;
+    if (!unwaited) {
+        const char *drv = getenv("LLFC_CUDA_DRIVER");
+        void *lib = drv && *drv ? dlopen(drv, RTLD_NOW | RTLD_NOLOAD) : NULL;
+        if (lib) *(void **)&unwaited = dlsym(lib, "fakecuda_stream_unwaited");
+    }
+    return unwaited ? unwaited(stream) : 0;
+}
+
+static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t count, int type, int op, int root,
+                   void *stream, const char *call) {
     bool bytes = kind == BROADCAST && type == UINT8;
     if (!c || (type != FLOAT32 && !bytes) || op != SUM || root < 0 || root >= c->n) return INVALID_ARGUMENT;
-    wait_worker(c); /* stream order: the previous op first */
     if (atomic_load(&c->error)) return atomic_load(&c->error);
-    c->op.kind = kind, c->op.send = send, c->op.recv = recv, c->op.count = count, c->op.root = root;
-    c->raw.send = bytes ? send : NULL, c->raw.recv = bytes ? recv : NULL, c->raw.bytes = bytes ? count : 0;
-    atomic_store(&c->busy, 1);
-    if (pthread_create(&c->worker, NULL, worker, c) != 0) return SYSTEM_ERROR;
-    c->has_worker = 1;
+    long behind = stream_unwaited(stream);
+    if (behind < 0)
+        snprintf(usage_error, sizeof usage_error, "invalid usage (fakenccl: %s on a stream fakecuda did not make)", call);
+    else if (behind)
+        snprintf(usage_error, sizeof usage_error, "invalid usage (fakenccl: %s on a stream that did not wait for the "
+                 "%ld operations launched on the legacy stream before it: no cuStreamWaitEvent, so on a GPU it "
+                 "could read its input before they have run)", call, behind);
+    if (behind) {
+        fprintf(stderr, "%s\n", usage_error);
+        return INVALID_USAGE;
+    }
+    Op *o = calloc(1, sizeof *o);
+    o->kind = kind, o->root = root, o->recv = recv;
+    o->bytes = bytes ? count : count * sizeof(float);
+    o->in = malloc(o->bytes + 1), o->out = malloc(o->bytes + 1);
+    memcpy(o->in, send, o->bytes);
+    o->writes = kind != REDUCE || c->rank == root;
+    pthread_mutex_lock(&c->mu);
+    Op **tail = &c->queue;
+    while (*tail) tail = &(*tail)->next;
+    *tail = o;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->mu);
     return OK;
 }
 
@@ -160,7 +242,7 @@ const char *ncclGetErrorString(int rc) {
     case OK: return "no error";
     case SYSTEM_ERROR: return "unhandled system error (fakenccl: a peer did not come before the deadline)";
     case INVALID_ARGUMENT: return "invalid argument (fakenccl: fp32 sums only)";
-    case INVALID_USAGE: return "invalid usage (fakenccl: Duplicate GPU detected)";
+    case INVALID_USAGE: return usage_error;
     case REMOTE_ERROR: return "remote process exited or there was a network error (fakenccl: aborted)";
     case IN_PROGRESS: return "NCCL operation in progress";
     default: return "unknown result code";
@@ -211,17 +293,37 @@ int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
         free(c);
         return rc;
     }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    if (pthread_create(&c->worker, NULL, worker, c) != 0) {
+        munmap(p, c->bytes);
+        free(c);
+        return SYSTEM_ERROR;
+    }
     *out = c;
     return OK;
 }
 
 int ncclCommGetAsyncError(Comm *c, int *err) {
-    *err = atomic_load(&c->busy) ? IN_PROGRESS : atomic_load(&c->error);
+    pthread_mutex_lock(&c->mu);
+    *err = atomic_load(&c->error);
+    if (!*err && (c->queue || c->running)) *err = IN_PROGRESS;
+    else if (!*err) deliver(c);
+    pthread_mutex_unlock(&c->mu);
     return OK;
 }
 
+/* The worker ends once the queue has run (at once after an abort: every wait fails). */
 static int release(Comm *c) {
-    wait_worker(c);
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->worker, NULL);
+    if (!atomic_load(&c->error)) deliver(c);
+    free_ops(c->done);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->wake);
     munmap(c->h, c->bytes);
     free(c);
     return OK;
@@ -237,16 +339,13 @@ int ncclCommAbort(Comm *c) {
 }
 
 int ncclAllReduce(const void *send, void *recv, size_t count, int type, int op, Comm *c, void *stream) {
-    (void)stream;
-    return enqueue(c, ALLREDUCE, send, recv, count, type, op, 0);
+    return enqueue(c, ALLREDUCE, send, recv, count, type, op, 0, stream, "ncclAllReduce");
 }
 
 int ncclReduce(const void *send, void *recv, size_t count, int type, int op, int root, Comm *c, void *stream) {
-    (void)stream;
-    return enqueue(c, REDUCE, send, recv, count, type, op, root);
+    return enqueue(c, REDUCE, send, recv, count, type, op, root, stream, "ncclReduce");
 }
 
 int ncclBroadcast(const void *send, void *recv, size_t count, int type, int root, Comm *c, void *stream) {
-    (void)stream;
-    return enqueue(c, BROADCAST, send, recv, count, type, SUM, root);
+    return enqueue(c, BROADCAST, send, recv, count, type, SUM, root, stream, "ncclBroadcast");
 }

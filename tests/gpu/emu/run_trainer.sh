@@ -23,6 +23,6 @@ for f in "$dir"/u*.cpp; do
 done
 gcc -std=c11 -O1 -fPIC -shared -I "$here" "$here/fakecuda.c" -o "$dir/libcuda.so.1" -ldl
 gcc -std=c11 -O2 -fPIC -shared "$here/fakecublaslt.c" -o "$dir/libcublasLt.so"
-gcc -std=c11 -O1 -fPIC -shared "$here/fakenccl.c" -o "$dir/libnccl.so.2" -lpthread
+gcc -std=c11 -O1 -fPIC -shared "$here/fakenccl.c" -o "$dir/libnccl.so.2" -lpthread -ldl
 LLFC_EMU_DIR="$dir" LLFC_CUDA_DRIVER="$dir/libcuda.so.1" LLFC_CUBLASLT="$dir/libcublasLt.so" \
     LLFC_NCCL="${LLFC_NCCL:-$dir/libnccl.so.2}" "$trainer" "$@"
