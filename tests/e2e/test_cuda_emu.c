@@ -662,5 +662,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),
     };
+    if (getenv("LLFC_TEST_FILTER")) cmocka_set_test_filter(getenv("LLFC_TEST_FILTER")); // e.g. "*qwen2*"
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
