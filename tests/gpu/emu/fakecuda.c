@@ -3,7 +3,9 @@
  * u<FNV of the CUBIN>.cpp, run.sh compiled it to .so in $LLFC_EMU_DIR), device memory is host
  * memory, and a launch runs emu_launch (epilogue.hpp). Reports one device of compute capability
  * 9.0 with 16 GiB free. Also the calls runtime/cudrv.c makes for the CUDA executor. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
