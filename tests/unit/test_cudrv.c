@@ -6,7 +6,6 @@
 #include "testutil.h"
 
 #include <dlfcn.h>
-#include <libgen.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -216,12 +215,8 @@ static void test_the_emulation_refuses_what_it_lacks(void **state) {
 }
 
 int main(void) {
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) self[n] = 0;
-    const char *dir = dirname(self);
-    snprintf(fake_driver, sizeof fake_driver, "%s/libfakecuda.so.1", dir);
-    snprintf(fake_cublaslt, sizeof fake_cublaslt, "%s/libfakecublaslt.so", dir);
+    test_beside_self(fake_driver, sizeof fake_driver, "libfakecuda.so.1");
+    test_beside_self(fake_cublaslt, sizeof fake_cublaslt, "libfakecublaslt.so");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_driver_is_named),
         cmocka_unit_test(test_a_library_that_is_no_driver_is_named),

@@ -9,7 +9,6 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -348,12 +347,8 @@ static void test_a_rank_that_never_comes_times_out(void **state) {
 }
 
 int main(void) {
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) self[n] = 0;
-    const char *dir = dirname(self);
-    snprintf(fake_path, sizeof fake_path, "%s/libfakenccl.so.2", dir);
-    snprintf(fake_2_13_path, sizeof fake_2_13_path, "%s/libfakenccl-2.13.so.2", dir);
+    test_beside_self(fake_path, sizeof fake_path, "libfakenccl.so.2");
+    test_beside_self(fake_2_13_path, sizeof fake_2_13_path, "libfakenccl-2.13.so.2");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_are_tried_in_order),
         cmocka_unit_test(test_every_path_tried_is_named),
