@@ -26,12 +26,13 @@ static const char *USAGE =
     "usage: llfc init-model --family F --hidden H --layers L --heads N --intermediate I --vocab V\n"
     "                       [--kv-heads K] [--head-dim D] [--tokenizer DIR] [--dtype bf16|f32]\n"
     "                       [--seed S] [--max-positions P] [--tie-embeddings true|false]\n"
-    "                       [--max-shard-size 5GB] -o DIR\n"
+    "                       [--max-shard-size 5GB] [--bias-std B] -o DIR\n"
     "\n"
     "Writes a Hugging Face model folder with seeded random weights (N(0, 0.02), norms 1) that\n"
     "transformers loads: config.json, generation_config.json, model.safetensors (sharded past\n"
     "--max-shard-size, default 5GB) and the tokenizer files of --tokenizer DIR.\n"
-    "F is one of: %s. K defaults to N, D to H/N, S to 0.\n";
+    "F is one of: %s. K defaults to N, D to H/N, S to 0. Biases (qwen2's q/k/v) are 0, as\n"
+    "Hugging Face initializes them, or N(0, B) with --bias-std B (tests that must see them).\n";
 
 // --- flags
 
@@ -39,6 +40,7 @@ typedef struct {
     const char *family, *out, *tokenizer, *dtype;
     int64_t hidden, layers, heads, kv_heads, intermediate, vocab, head_dim, max_positions;
     uint64_t seed, max_shard_bytes;
+    double bias_std; /* 0: biases 0 */
     int tie; /* -1 = the family's default */
 } Flags;
 
@@ -117,6 +119,12 @@ static int parse_flags(int argc, char **argv, Flags *f) {
             errno = 0;
             f->seed = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-') return usage("--seed wants an integer >= 0, got '%s'", v);
+        } else if (!strcmp(a, "--bias-std")) {
+            char *end;
+            errno = 0;
+            f->bias_std = strtod(v, &end);
+            if (errno || end == v || *end || !(f->bias_std >= 0 && f->bias_std <= 1e6))
+                return usage("--bias-std wants a number >= 0, got '%s'", v);
         } else if (!strcmp(a, "--max-shard-size")) {
             if (!parse_size(v, &f->max_shard_bytes)) return usage("--max-shard-size wants a size like 5GB, got '%s'", v);
         } else if (!strcmp(a, "--tie-embeddings")) {
@@ -258,7 +266,7 @@ static bool copy_tokenizer(const char *from, const char *to, char *err, size_t e
 typedef struct {
     const ModelTensor *tensors; /* model_tensors(), HF order: the tensor number is the stream */
     uint64_t seed;
-    float std, norm_value;
+    float std, norm_value, bias_std;
     StDtype dtype;
     size_t threads;
 } InitCtx;
@@ -267,12 +275,12 @@ typedef struct {
 static void init_values(const InitCtx *c, size_t i, uint64_t first, float *out, size_t n) {
     const ModelTensor *t = &c->tensors[i];
     bool is_bias = t->ndim == 1 && !t->is_norm;
-    if (t->is_norm || is_bias) {
+    if (t->is_norm || (is_bias && c->bias_std == 0)) {
         float v = t->is_norm ? c->norm_value : 0.0f;
         for (size_t k = 0; k < n; k++) out[k] = v;
         return;
     }
-    rng_fill_normal(out, n, c->seed, rng_purpose(RNG_INIT_WEIGHTS, (uint32_t)i), first, c->std);
+    rng_fill_normal(out, n, c->seed, rng_purpose(RNG_INIT_WEIGHTS, (uint32_t)i), first, is_bias ? c->bias_std : c->std);
 }
 
 /* Elements [first, first + n) of tensor i in the output dtype, into dst. */
@@ -347,7 +355,7 @@ static bool write_weights(const ModelSpec *m, const Flags *f, size_t *n_files, c
     size_t n;
     ModelTensor *mt = model_tensors(m, &n);
     InitCtx ctx = {.tensors = mt, .seed = f->seed, .std = (float)m->initializer_range,
-                   .norm_value = (float)(1.0 - m->norm_offset),
+                   .norm_value = (float)(1.0 - m->norm_offset), .bias_std = (float)f->bias_std,
                    .dtype = strcmp(f->dtype, "f32") ? ST_BF16 : ST_F32,
                    .threads = cpu_count()};
     StWriteTensor *wt = xcalloc(n, sizeof *wt);

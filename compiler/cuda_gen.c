@@ -224,12 +224,7 @@ static void gen_linear(Gen *g, int32_t opi) {
         sb_printf(&in.extra, "%" PRId64 "LL, ", M);
         put_float(&in.extra, op->f[0]);
         add_kernel(g, opi, instance(g, &in));
-    } else if (op->in[2] >= 0) {
-        Inst in = inst1d("bias_add", M * N);
-        snprintf(in.targs, sizeof in.targs, "%" PRId64, N);
-        sb_printf(&in.extra, "%" PRId64 "LL", M);
-        add_kernel(g, opi, instance(g, &in));
-    }
+    } // without LoRA the bias is the product's cuBLASLt epilogue (exec_cuda.c's run_linear)
 }
 
 static void gen_linear_bwd(Gen *g, int32_t opi) {

@@ -11,7 +11,8 @@
  * whose launch computes it in `fused_into`):
  *     ADD + the RMSNORM of its output          add_rmsnorm_fwd (the sum is still written)
  *     ROPE q + ROPE k (same positions)         one rope_apply launch; the same for ROPE_BWD
- *     LINEAR's bias and LoRA scale-and-add     lora_add into the base output (bias_add alone)
+ *     LINEAR's bias and LoRA scale-and-add     lora_add into the base output (without LoRA the
+ *                                              bias is cuBLASLt's BIAS epilogue: no kernel)
  *     SOFTCAP of the logits + LOSS             ce_stats / ce_grad with the cap (and SOFTCAP_BWD)
  *     LOSS                                     over vocabulary chunks of ce_vocab_chunk columns
  *     the optimizer (no op of the plan)        grad_sumsq, grad_norm_finish, adamw_update
@@ -33,7 +34,6 @@
  *   rmsnorm_fwd        out[0], out[1] rstd, in[0], in[1] w            add_fwd  out[0], in[0], in[1]
  *   dropout_fwd        tmp[0] xd, in[0] x, seed, rng_purpose(RNG_DROPOUT, step), n[4] << 40
  *   lora_add           out[0] y (holding x W^T), out[1] u (= xd A^T), in[4] B, in[2] bias or NULL
- *   bias_add           out[0], in[2]
  *   rope_apply         out[0], in[0] of the op, out[0], in[0] of the op fused into it (or NULL),
  *                      in[1] pos, inv_freq (HD/2 fp32: rope_inv_freq for rope[n[3]]), attn_scale
  *   attention_fwd      out[0], out[1] lse, in[0] q, in[1] k, in[2] v, in[3] seq

@@ -1,5 +1,6 @@
 /* add.cuh - elementwise sums and column sums (CUDA template of add.c): residual adds,
- * gradient accumulation, bias add and the bias gradient.
+ * gradient accumulation and the bias gradient (the bias itself is added by cuBLASLt's epilogue,
+ * or by lora_add with LoRA).
  *
  * Column sums (bias and norm-weight gradients) are deterministic: colsum_partial writes one
  * partial row per slab of rows into scratch, colsum_finish adds the slabs in order into the
@@ -20,15 +21,6 @@ template <int ACCUM>
 __device__ __forceinline__ void accum(ACCUM_PARAMS, i64 n) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) st(dst, i, ACCUM ? ld(dst, i) + ld(src, i) : ld(src, i));
-}
-
-/* y (M, N) += bias (N), when the linear layer has no LoRA to fuse it with. */
-#define BIAS_ADD_PARAMS floatX *y, const floatX *bias
-#define BIAS_ADD_ARGS y, bias
-template <int N>
-__device__ __forceinline__ void bias_add(BIAS_ADD_PARAMS, i64 M) {
-    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < M * N) st(y, i, ld(y, i) + ld(bias, i % N));
 }
 
 /* partial[slab, c] = sum over the slab's rows of dy[r, c] (* x[r, c] * rstd[r] when x is given:

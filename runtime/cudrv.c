@@ -26,6 +26,10 @@ enum {
     CUDA_R_16BF = 14,
     LT_DESC_TRANSA = 3,
     LT_DESC_TRANSB = 4,
+    LT_DESC_EPILOGUE = 7,        /* uint32_t cublasLtEpilogue_t */
+    LT_DESC_BIAS_POINTER = 8,    /* const void * */
+    LT_DESC_BIAS_DATA_TYPE = 26, /* int32_t cudaDataType */
+    LT_EPILOGUE_BIAS = 4,
     LT_PREF_MAX_WORKSPACE_BYTES = 1,
     CUBLAS_OP_N = 0,
     CUBLAS_OP_T = 1,
@@ -49,6 +53,7 @@ typedef struct {
     CuType c_type, ab_type;
     int64_t M, N, K, lda, ldb, ldc;
     bool trans_a, trans_b;
+    int bias_align; /* 0: no bias; else the bias pointer's alignment (bias_align) */
     LtDesc desc;
     LtLayout a, b, c;
     LtHeuristic h;
@@ -310,10 +315,29 @@ bool cudrv_sync(CuDrv *d, const char *what, char *err, size_t errlen) {
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's first operand is
  * B's buffer and its second A's, with m = N, n = M. A row-major buffer (r, c) with row stride ld
  * is column-major (c, r) with leading dimension ld. */
-static bool make_shape(CuDrv *d, Shape *s, const char *what, char *err, size_t errlen) {
+static int lt_type(CuType t) { return t == CU_F32 ? CUDA_R_32F : t == CU_F16 ? CUDA_R_16F : CUDA_R_16BF; }
+
+/* The BIAS epilogue: cuBLASLt's D (N, M) column-major has N rows, the bias's length ("must match
+ * matrix D rows"), broadcast to its M columns (our rows) and added before D is rounded. The bias
+ * is of D's type (cublasLt.h: "the same type as the elements of output matrix (Dtype)"). The
+ * pointer is set before the heuristic, which "depend[s] on its value to determine expected
+ * pointer alignment". */
+static bool set_bias(CuDrv *d, Shape *s, CuPtr bias, const char *what, char *err, size_t errlen) {
+    const uint32_t epilogue = LT_EPILOGUE_BIAS;
+    const int32_t type = lt_type(s->c_type);
+    const void *ptr = (const void *)(uintptr_t)bias;
+    return lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_EPILOGUE, &epilogue, sizeof epilogue), "MatmulDescSetAttribute",
+                 what, err, errlen) &&
+           lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_BIAS_DATA_TYPE, &type, sizeof type), "MatmulDescSetAttribute",
+                 what, err, errlen) &&
+           lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_BIAS_POINTER, &ptr, sizeof ptr), "MatmulDescSetAttribute", what,
+                 err, errlen);
+}
+
+static bool make_shape(CuDrv *d, Shape *s, CuPtr bias, const char *what, char *err, size_t errlen) {
     int ta = s->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = s->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int ab = s->ab_type == CU_F16 ? CUDA_R_16F : CUDA_R_16BF;
-    const int ct = s->c_type == CU_F32 ? CUDA_R_32F : s->c_type == CU_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    const int ct = lt_type(s->c_type);
     uint64_t a_rows = s->trans_b ? (uint64_t)s->K : (uint64_t)s->N, a_cols = s->trans_b ? (uint64_t)s->N : (uint64_t)s->K;
     uint64_t b_rows = s->trans_a ? (uint64_t)s->M : (uint64_t)s->K, b_cols = s->trans_a ? (uint64_t)s->K : (uint64_t)s->M;
     if (!lt_ok(d->lt_fn.desc_create(&s->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate", what, err, errlen) ||
@@ -324,6 +348,7 @@ static bool make_shape(CuDrv *d, Shape *s, const char *what, char *err, size_t e
         !lt_ok(d->lt_fn.layout_create(&s->c, ct, (uint64_t)s->N, (uint64_t)s->M, s->ldc), "MatrixLayoutCreate", what, err,
                errlen))
         return false;
+    if (s->bias_align && !set_bias(d, s, bias, what, err, errlen)) return false;
     LtPref pref;
     uint64_t ws = WORKSPACE_BYTES;
     int n = 0;
@@ -339,13 +364,22 @@ static bool make_shape(CuDrv *d, Shape *s, const char *what, char *err, size_t e
     return ok;
 }
 
+/* The largest power of two (up to 256) that divides p, 0 for NULL: an algorithm chosen for one
+ * bias pointer serves every other of the same alignment. */
+static int bias_align(CuPtr p) {
+    int a = 1;
+    while (p && a < 256 && !(p & (CuPtr)a)) a <<= 1;
+    return p ? a : 0;
+}
+
 static Shape *shape_for(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t errlen) {
     int64_t lda = g->lda ? g->lda : g->trans_a ? g->M : g->K, ldb = g->ldb ? g->ldb : g->trans_b ? g->K : g->N;
     int64_t ldc = g->ldc ? g->ldc : g->N;
+    const int balign = bias_align(g->bias);
     for (int i = 0; i < d->n_shapes; i++) {
         Shape *s = &d->shapes[i];
         if (s->c_type == g->c_type && s->ab_type == g->ab_type && s->M == g->M && s->N == g->N && s->K == g->K && s->lda == lda && s->ldb == ldb &&
-            s->ldc == ldc && s->trans_a == g->trans_a && s->trans_b == g->trans_b)
+            s->ldc == ldc && s->trans_a == g->trans_a && s->trans_b == g->trans_b && s->bias_align == balign)
             return s;
     }
     if (d->n_shapes == MAX_SHAPES) {
@@ -354,16 +388,22 @@ static Shape *shape_for(CuDrv *d, const CuGemm *g, const char *what, char *err, 
     }
     Shape *s = &d->shapes[d->n_shapes];
     *s = (Shape){.c_type = g->c_type, .ab_type = g->ab_type, .M = g->M, .N = g->N, .K = g->K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                 .trans_a = g->trans_a, .trans_b = g->trans_b};
-    if (!make_shape(d, s, what, err, errlen)) return NULL;
+                 .trans_a = g->trans_a, .trans_b = g->trans_b, .bias_align = balign};
+    if (!make_shape(d, s, g->bias, what, err, errlen)) return NULL;
     d->n_shapes++;
     return s;
 }
 
 bool cudrv_gemm(CuDrv *d, const CuGemm *g, const char *what, char *err, size_t errlen) {
     if (g->M <= 0 || g->N <= 0) return true;
+    if (g->bias && g->c_type != g->ab_type)
+        return errf(err, errlen, "cuBLASLt (%s): a bias needs C of the 16-bit type of A and B (the bias's own)", what);
     Shape *s = shape_for(d, g, what, err, errlen);
     if (!s) return false;
+    const void *bias = (const void *)(uintptr_t)g->bias; // this call's own (the shape's was the first one)
+    if (s->bias_align && !lt_ok(d->lt_fn.desc_set(s->desc, LT_DESC_BIAS_POINTER, &bias, sizeof bias),
+                                "MatmulDescSetAttribute", what, err, errlen))
+        return false;
     return lt_ok(d->lt_fn.matmul(d->handle, s->desc, &g->alpha, (const void *)(uintptr_t)g->B, s->a,
                                  (const void *)(uintptr_t)g->A, s->b, &g->beta, (const void *)(uintptr_t)g->C, s->c,
                                  (void *)(uintptr_t)g->C, s->c, s->h.algo, (void *)(uintptr_t)d->workspace,

@@ -51,13 +51,15 @@ bool cudrv_sync(CuDrv *d, const char *what, char *err, size_t errlen);
 
 typedef enum { CU_BF16, CU_F32, CU_F16 } CuType;
 
-/* C (M, N) = alpha op(A) op(B) + beta C, all row-major (kernels/matmul.h's convention):
+/* C (M, N) = alpha op(A) op(B) + beta C (+ bias), all row-major (kernels/matmul.h's convention):
  * op(A) (M, K) is A (M, K) or, with trans_a, A^T of A stored (K, M); op(B) (K, N) is B or B^T
  * of B stored (N, K). A and B are ab_type (bf16, the default, or f16), C that type or fp32,
- * fp32 accumulation. lda/ldb/ldc are the row strides (0 = dense). The algorithm is chosen once
- * per shape and kept. */
+ * fp32 accumulation. lda/ldb/ldc are the row strides (0 = dense). bias (N), when not 0, is
+ * added to every row of C in fp32 before C is rounded, by cuBLASLt's BIAS epilogue: it is of
+ * C's type, which must then be ab_type (cuBLASLt's bias is of D's type). The algorithm is
+ * chosen once per shape (and bias pointer alignment) and kept. */
 typedef struct {
-    CuPtr C, A, B;
+    CuPtr C, A, B, bias;
     CuType c_type, ab_type;
     int64_t M, N, K;
     int64_t lda, ldb, ldc;

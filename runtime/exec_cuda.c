@@ -1083,13 +1083,19 @@ static bool launch(ExecCuda *ex, int32_t op, const char *template_name, Args *a)
     return launch_k(ex, kernel_of(ex, op, template_name), a, op);
 }
 
-static bool gemm(ExecCuda *ex, int32_t op, CuPtr C, bool c_f32, CuPtr A, CuPtr B, int64_t M, int64_t N, int64_t K,
-                 bool ta, bool tb, float alpha, float beta) {
+/* C = alpha op(A) op(B) + beta C, plus bias (N, floatX; 0: none) by cuBLASLt's epilogue. */
+static bool gemm_bias(ExecCuda *ex, int32_t op, CuPtr C, bool c_f32, CuPtr A, CuPtr B, int64_t M, int64_t N, int64_t K,
+                      bool ta, bool tb, float alpha, float beta, CuPtr bias) {
     char what[64];
     snprintf(what, sizeof what, "op %d %s", (int)op, plan_op_name((PlanOpKind)ex->plan->ops[op].kind));
-    CuGemm g = {.C = C, .A = A, .B = B, .c_type = c_f32 ? CU_F32 : ex->storage, .ab_type = ex->storage, .M = M, .N = N, .K = K,
-                .trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta};
+    CuGemm g = {.C = C, .A = A, .B = B, .bias = bias, .c_type = c_f32 ? CU_F32 : ex->storage, .ab_type = ex->storage,
+                .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta};
     return cudrv_gemm(ex->d, &g, what, ex->err, ex->errlen);
+}
+
+static bool gemm(ExecCuda *ex, int32_t op, CuPtr C, bool c_f32, CuPtr A, CuPtr B, int64_t M, int64_t N, int64_t K,
+                 bool ta, bool tb, float alpha, float beta) {
+    return gemm_bias(ex, op, C, c_f32, A, B, M, N, K, ta, tb, alpha, beta, 0);
 }
 
 static bool is_grad(const ExecCuda *ex, int32_t id) {
@@ -1106,18 +1112,17 @@ static bool dropout(ExecCuda *ex, int32_t opi, const char *tmpl, int32_t out, in
     return launch(ex, opi, tmpl, &a);
 }
 
-/* exec_cpu.c's run_linear: y = x W^T (+ bias) (+ s drop(x) A^T B^T). */
+/* exec_cpu.c's run_linear: y = x W^T (+ bias) (+ s drop(x) A^T B^T). Without LoRA the bias is
+ * cuBLASLt's BIAS epilogue (added before y is rounded, no pass of its own); with LoRA, lora_add
+ * adds it in the pass over y that it makes anyway. */
 static bool run_linear(ExecCuda *ex, int32_t opi) {
     const PlanOp *op = &ex->plan->ops[opi];
     const int64_t M = op->n[0], N = op->n[1], K = op->n[2], R = op->n[3];
     const CuPtr y = dptr(ex, op->out[0]), x = dptr(ex, op->in[0]);
-    if (!gemm(ex, opi, y, false, x, dptr(ex, op->in[1]), M, N, K, false, true, 1, 0)) return false;
+    const CuPtr bias = op->in[3] < 0 ? dptr(ex, op->in[2]) : 0;
+    if (!gemm_bias(ex, opi, y, false, x, dptr(ex, op->in[1]), M, N, K, false, true, 1, 0, bias)) return false;
+    if (op->in[3] < 0) return true;
     Args a = {0};
-    if (op->in[3] < 0) {
-        if (op->in[2] < 0) return true;
-        arg_u64(&a, y), arg_u64(&a, dptr(ex, op->in[2]));
-        return launch(ex, opi, "bias_add", &a);
-    }
     CuPtr xin = x;
     if (op->tmp[0] >= 0 && ex->train) {
         if (!dropout(ex, opi, "dropout_fwd", op->tmp[0], op->in[0])) return false;
@@ -1146,6 +1151,12 @@ static bool run_linear_bwd(ExecCuda *ex, int32_t opi) {
     const CuPtr dx = dptr(ex, op->out[0]), dW = dptr(ex, op->out[1]);
     const CuPtr dA = dptr(ex, op->out[3]), dB = dptr(ex, op->out[4]);
     if (dW && !gemm(ex, opi, dW, is_grad(ex, op->out[1]), dy, x, N, K, M, true, false, 1, 1)) return false;
+    // The bias gradient stays colsum's, not cuBLASLt's BGRADB epilogue on the dW product (whose
+    // layout would fit: a sum of dy over that product's k = M): BGRADB stores the gradient
+    // ("Stores Bias gradient in the auxiliary output"), while ours accumulates over micro-batches
+    // as dW does with beta 1, so it would need a scratch vector and an add kernel, two launches
+    // again; it would also not exist when W is frozen and the bias not, and its summation order is
+    // not documented, where colsum's is fixed (the same bits every run).
     if (op->out[2] >= 0 && !colsum(ex, opi, op->out[2], op->in[0], -1, -1)) return false;
     if (dx && !gemm(ex, opi, dx, false, dy, W, M, K, N, false, false, 1, (op->accum & 1) ? 1.0f : 0.0f)) return false;
     if (op->in[3] < 0) return true;

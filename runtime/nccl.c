@@ -19,7 +19,19 @@ typedef struct {
     char internal[128]; /* NCCL_UNIQUE_ID_BYTES */
 } NcclUniqueId;
 
+/* ncclConfig_t as NCCL 2.14 declared it, the first NCCL with it (2.28's adds fields after these).
+ * NCCL copies `size` bytes of it and reads only the fields that `version` had, keeping its
+ * defaults for the rest (init.cc's parseCommConfig), so every NCCL since 2.14 takes this one. */
+typedef struct {
+    size_t size;
+    unsigned int magic;   /* NCCL_CONFIG_INITIALIZER's */
+    unsigned int version; /* NCCL_VERSION(2, 14, 0) */
+    int blocking;
+} NcclConfig;
+
 enum {
+    NCCL_CONFIG_MAGIC = 0xcafebeef,
+    NCCL_VERSION_2_14 = 21400,
     NCCL_SUCCESS = 0,
     NCCL_IN_PROGRESS = 7,
     NCCL_UINT8 = 1,   /* ncclDataType_t */
@@ -43,6 +55,7 @@ struct NclComm {
         NcclResult (*get_version)(int *);
         NcclResult (*get_unique_id)(NcclUniqueId *);
         NcclResult (*init_rank)(NcclHandle *, int, NcclUniqueId, int);
+        NcclResult (*init_rank_config)(NcclHandle *, int, NcclUniqueId, int, NcclConfig *); /* NULL before 2.14 */
         NcclResult (*destroy)(NcclHandle);
         NcclResult (*abort)(NcclHandle);
         NcclResult (*async_error)(NcclHandle, NcclResult *);
@@ -98,6 +111,7 @@ static bool load(NclComm *c, char *err, size_t errlen) {
         {(void **)&c->fn.reduce, "ncclReduce"}, {(void **)&c->fn.broadcast, "ncclBroadcast"},
     };
     if (!cudrv_bind(c->lib, c->path, syms, sizeof syms / sizeof *syms, err, errlen)) return false;
+    *(void **)&c->fn.init_rank_config = dlsym(c->lib, "ncclCommInitRankConfig");
     int v = 0;
     if (!nccl_ok(c, c->fn.get_version(&v), "ncclGetVersion", "check the library", err, errlen)) return false;
     int major = v >= 10000 ? v / 10000 : v / 1000, minor = v >= 10000 ? v / 100 % 100 : v / 100 % 10; // 2.9 on: 22809
@@ -149,19 +163,64 @@ static bool share_id(NclComm *c, DistGroup *g, NcclUniqueId *id, char *err, size
     return true;
 }
 
+static void pause_ms(long ms) { nanosleep(&(struct timespec){ms / 1000, ms % 1000 * 1000000L}, NULL); }
+
+/* Until ncclCommGetAsyncError stops saying ncclInProgress: the communicator is up, failed, or
+ * not up within the timeout. */
+static bool wait_ready(NclComm *c, const char *call, const char *rank, char *err, size_t errlen) {
+    for (double deadline = now_s() + c->timeout_s;; pause_ms(1)) {
+        NcclResult state = NCCL_IN_PROGRESS;
+        if (!nccl_ok(c, c->fn.async_error(c->comm, &state), "ncclCommGetAsyncError", rank, err, errlen)) return false;
+        if (state != NCCL_IN_PROGRESS) return nccl_ok(c, state, call, rank, err, errlen);
+        if (now_s() > deadline)
+            return errf(err, errlen, "%s (%s) did not finish within ddp_timeout %d s: the ranks met over TCP and "
+                        "shared NCCL's id, but NCCL did not connect them (a rank died or hangs, or NCCL cannot use "
+                        "the network between the hosts: see NCCL_SOCKET_IFNAME, NCCL_DEBUG=INFO); NCCL's "
+                        "communicator was aborted", call, rank, c->timeout_s);
+    }
+}
+
+/* This rank's communicator, with NCCL's id from rank 0. NCCL >= 2.14: a non-blocking one
+ * (config.blocking 0), whose ncclCommInitRankConfig returns at once while NCCL connects the
+ * ranks in the background, polled until the recipe's ddp_timeout. Before 2.14 there is only the
+ * blocking ncclCommInitRank, with no timeout of its own; acceptable there: the ranks met over TCP
+ * and agreed that NCCL loads on each just before, so what is left to hang is a rank dying in
+ * between or NCCL's own network failing, and NCCL's socket transport gives up on its own (its
+ * connect retries end in an error) in most such cases. (NCCL_COMM_BLOCKING=1 in the environment
+ * makes NCCL block here too.) On failure c->comm is NULL, any half-made one aborted. */
+static bool start_comm(NclComm *c, DistGroup *g, const NcclUniqueId *id, char *err, size_t errlen) {
+    char rank[64];
+    snprintf(rank, sizeof rank, "rank %d of %d", dist_rank(g), dist_world(g));
+    if (!c->fn.init_rank_config) {
+        bool up = nccl_ok(c, c->fn.init_rank(&c->comm, dist_world(g), *id, dist_rank(g)), "ncclCommInitRank", rank,
+                          err, errlen);
+        if (!up) c->comm = NULL;
+        return up;
+    }
+    NcclConfig config = {.size = sizeof config, .magic = NCCL_CONFIG_MAGIC, .version = NCCL_VERSION_2_14, .blocking = 0};
+    NcclResult rc = c->fn.init_rank_config(&c->comm, dist_world(g), *id, dist_rank(g), &config);
+    bool up = rc == NCCL_IN_PROGRESS || nccl_ok(c, rc, "ncclCommInitRankConfig", rank, err, errlen);
+    up = up && c->comm && wait_ready(c, "ncclCommInitRankConfig", rank, err, errlen);
+    if (!up && c->comm) c->fn.abort(c->comm);
+    if (!up) c->comm = NULL;
+    return up;
+}
+
 NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen) {
     NclComm *c = xcalloc(1, sizeof *c);
     c->drv = d, c->timeout_s = timeout_s > 0 ? timeout_s : 1800;
-    char mine[ERR_LEN] = "", what[64];
-    snprintf(what, sizeof what, "rank %d of %d", dist_rank(g), dist_world(g));
+    char mine[ERR_LEN] = "";
     int all = agree(g, load(c, mine, sizeof mine), "NCCL not found", mine, err, errlen);
     NcclUniqueId id;
     if (all == 1 && !share_id(c, g, &id, err, errlen)) all = -1;
     if (all == 1) { // ranks sharing a GPU, a broken network: NCCL cannot start, and every rank says so
-        bool up = nccl_ok(c, c->fn.init_rank(&c->comm, dist_world(g), id, dist_rank(g)), "ncclCommInitRank", what,
-                          mine, sizeof mine);
-        if (!up) c->comm = NULL;
+        bool up = start_comm(c, g, &id, mine, sizeof mine);
         all = agree(g, up, "NCCL could not start", mine, err, errlen);
+        if (all < 0 && !up) { // a peer gone for good: say why NCCL did not start here too
+            char group[ERR_LEN];
+            snprintf(group, sizeof group, "%s", err);
+            errf(err, errlen, "%s; then %s", mine, group);
+        }
     }
     *absent = all == 0;
     if (all == 1) return c;
@@ -206,13 +265,15 @@ bool ncl_wait(NclComm *c, void *stream, char *err, size_t errlen) {
     for (unsigned spin = 0;; spin++) {
         bool done = true;
         NcclResult async = NCCL_SUCCESS;
-        if (c->drv && !cudrv_stream_done(c->drv, stream, &done, label, err, errlen)) break;
         if (!nccl_ok(c, c->fn.async_error(c->comm, &async), "ncclCommGetAsyncError", label, err, errlen)) break;
         if (async != NCCL_SUCCESS && async != NCCL_IN_PROGRESS) {
             const char *text = c->fn.error_string ? c->fn.error_string(async) : NULL;
             errf(err, errlen, "%s failed: %s (ncclResult_t %d)", label, text ? text : "?", async);
             break;
         }
+        // the stream after NCCL's state: once NCCL says ncclSuccess the op is on the stream, so an
+        // idle stream then means it ran (asked before, the stream could be idle for not having it yet)
+        if (c->drv && !cudrv_stream_done(c->drv, stream, &done, label, err, errlen)) break;
         if (done && async == NCCL_SUCCESS) {
             c->pending.count = 0;
             return true;
@@ -244,7 +305,8 @@ static bool can_start(NclComm *c, void *stream, const char *call, const char *de
 /* After enqueueing call (detail) on stream: count it pending, or name it when NCCL refused it. */
 static bool started(NclComm *c, NcclResult rc, void *stream, const char *call, const char *detail, char *err,
                     size_t errlen) {
-    if (!nccl_ok(c, rc, call, detail, err, errlen)) return false;
+    // a non-blocking communicator may answer ncclInProgress: the op is still being enqueued
+    if (rc != NCCL_IN_PROGRESS && !nccl_ok(c, rc, call, detail, err, errlen)) return false;
     if (c->pending.count++ == 0) {
         snprintf(c->pending.first, sizeof c->pending.first, "%s (%s)", call, detail);
         c->pending.stream = stream;

@@ -14,12 +14,15 @@
  * so building needs no NCCL.
  *
  * The rendezvous: rank 0's ncclGetUniqueId travels to the others over the TCP group (dist.h),
- * then every rank calls ncclCommInitRank on the GPU whose context is current.
+ * then every rank starts its communicator on the GPU whose context is current: with NCCL >= 2.14
+ * a non-blocking one (ncclCommInitRankConfig, config.blocking = 0), polled like a collective.
  *
- * Hang safety: a collective is enqueued on a stream, then polled (the driver's cuStreamQuery and
- * ncclCommGetAsyncError) until it finishes; one that has not finished within the timeout (the
- * recipe's ddp_timeout: a peer died or never came) aborts the communicator (ncclCommAbort) and
- * fails naming the op and the timeout. After such a failure the communicator is unusable.
+ * Hang safety: the communicator's start and every collective are polled (ncclCommGetAsyncError,
+ * and for a collective enqueued on a stream the driver's cuStreamQuery) until they finish; one
+ * that has not finished within the timeout (the recipe's ddp_timeout: a peer died, hangs or never
+ * came) aborts the communicator (ncclCommAbort) and fails naming the call, this rank and the world
+ * size, and the timeout. After such a failure the communicator is unusable. (An NCCL older than
+ * 2.14 has only the blocking ncclCommInitRank, which is not timed: see nccl.c's start_comm.)
  *
  * Overlap: ncl_start_* enqueue a collective and return at once (the GPU runs it when its stream
  * gets there, while the caller goes on launching), ncl_wait then polls as above until everything
@@ -45,9 +48,10 @@ typedef struct NclComm NclComm;
  * GPU of d (whose context must be current). When any rank has no usable NCCL (not found, a
  * library without NCCL's functions) or NCCL cannot start there (ranks sharing a GPU, ...), every
  * rank returns NULL with *absent set, so all fall back alike, and err says why (this rank's own
- * reason, or which rank failed). NULL with *absent false: the TCP group failed. d may be NULL
- * (tests): then a collective is done when ncclCommGetAsyncError stops saying ncclInProgress.
- * (ncclCommInitRank itself is not timed: the ranks met over TCP just before.) */
+ * reason, or which rank failed): that includes a start that did not finish within timeout_s on
+ * some rank. NULL with *absent false: the TCP group failed (a peer died), then err also says why
+ * NCCL did not start here when it did not. d may be NULL (tests): then a collective is done when
+ * ncclCommGetAsyncError stops saying ncclInProgress. */
 NclComm *ncl_open(DistGroup *g, CuDrv *d, int timeout_s, bool *absent, char *err, size_t errlen);
 /* ncclCommDestroy; NULL is fine. */
 void ncl_close(NclComm *c);

@@ -64,6 +64,18 @@ static inline int test_free_port(void) {
     return ntohs(a.sin_port);
 }
 
+/* out = the path of `name` in this test program's own folder (where ninja builds the fake
+ * libraries a test loads). */
+static inline void test_beside_self(char *out, size_t len, const char *name) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    int w = snprintf(out, len, "%s/%s", self, name);
+    assert_true(w > 0 && (size_t)w < len);
+}
+
 /* A forked rank's end: it exited, with status 0. */
 static inline void test_wait_ok(pid_t kid) {
     int st;

@@ -3,14 +3,15 @@
  * fake libnccl of tests/gpu/emu/fakenccl.c (ninja builds it beside this test), the collectives
  * give the exact sums, a rank without NCCL makes every rank fall back alike, and a rank that
  * never calls the collective makes the other fail within the timeout, naming the op, instead
- * of hanging. Collectives started on a stream and waited for later (nccl.h's overlap) give the
- * same sums, a wait that times out names what it waited for, and with the fake driver too
- * (fakecuda.c) a stream that did not wait for the executor's work is refused. (A real NCCL on
- * real GPUs is exercised by the trainer on a GPU machine.) */
+ * of hanging; so does a rank whose NCCL never connects while the communicator starts. An NCCL
+ * older than 2.14 (the fake built without ncclCommInitRankConfig) still works, blocking.
+ * Collectives started on a stream and waited for later (nccl.h's overlap) give the same sums, a
+ * wait that times out names what it waited for, and with the fake driver too (fakecuda.c) a
+ * stream that did not wait for the executor's work is refused. (A real NCCL on real GPUs is
+ * exercised by the trainer on a GPU machine.) */
 #include "testutil.h"
 
 #include <arpa/inet.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -21,7 +22,7 @@
 #include "nccl.h"
 #include "util.h"
 
-static char fake_dir[4096], fake_path[4200]; /* this test's folder, where the fakes are; libnccl's */
+static char fake_path[4096], fake_2_13_path[4096], fake_driver[4096], fake_cublaslt[4096]; /* beside this test */
 
 // --- finding the library
 
@@ -113,6 +114,8 @@ static DistGroup *meet(int rank, int world, int port, int timeout_s) {
     return g;
 }
 
+static const char *want_version = "2.28.0"; /* the fake's NCCL that collectives_body loads */
+
 #define N_BIG 300001 /* more than the fake's staging chunk (2^18 floats): several chunks */
 
 static float value(int rank, size_t i) { return (float)(i % 1000) * (float)(rank + 1) + 0.125f * (float)rank; }
@@ -130,6 +133,7 @@ static int collectives_body(int rank, int world, int port) {
     bool absent;
     NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
     if (!c) return check(false, rank, "open:", err);
+    if (strcmp(ncl_version(c), want_version)) return check(false, rank, "loaded NCCL", ncl_version(c));
     float *a = xmalloc(N_BIG * sizeof *a), *b = xmalloc(N_BIG * sizeof *b);
     for (size_t i = 0; i < N_BIG; i++) a[i] = value(rank, i), b[i] = -1;
     int bad = check(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)b, N_BIG, NULL, "b", err, sizeof err),
@@ -212,8 +216,102 @@ static void test_a_rank_without_nccl_makes_all_fall_back(void **state) {
 static void test_nccl_that_cannot_start_makes_all_fall_back(void **state) {
     (void)state;
     both_fall_back("LLFC_FAKENCCL_DUPLICATE", "1",
-                   "ncclCommInitRank (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)",
-                   "ncclCommInitRank (rank 1 of 2) failed: invalid usage");
+                   "ncclCommInitRankConfig (rank 0 of 2) failed: invalid usage (fakenccl: Duplicate GPU detected)",
+                   "ncclCommInitRankConfig (rank 1 of 2) failed: invalid usage");
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+#define START_TIMEOUT_S 2 /* the ranks' ddp_timeout in the tests of the communicator's start */
+
+/* Rank 2's NCCL never reaches the others (the fake's LLFC_FAKENCCL_STALL_INIT) after the ranks met
+ * over TCP. Rank 0's start times out after its ddp_timeout, instead of hanging, and is aborted;
+ * that breaks the others' start (ddp_timeout 10 s, so the abort must be what ends it); all fall
+ * back alike, each naming the call, itself and the world size. (The fake's own deadline, 20 s,
+ * would end a blocking start: too late for the bounds checked here.) */
+static int stalled_start_body(int rank, int world, int port) {
+    char err[ERR_LEN] = "", want[256];
+    if (rank == 2) setenv("LLFC_FAKENCCL_STALL_INIT", "1", 1);
+    DistGroup *g = meet(rank, world, port, 20);
+    if (!g) return 1;
+    bool absent = false;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    NclComm *c = ncl_open(g, NULL, rank == 0 ? START_TIMEOUT_S : 10, &absent, err, sizeof err);
+    double took = seconds_since(&t0);
+    if (rank == 0)
+        snprintf(want, sizeof want, "ncclCommInitRankConfig (rank 0 of 3) did not finish within ddp_timeout %d s: the "
+                 "ranks met over TCP and shared NCCL's id, but NCCL did not connect them", START_TIMEOUT_S);
+    else
+        snprintf(want, sizeof want, "ncclCommInitRankConfig (rank %d of 3) failed: remote process exited", rank);
+    int bad = check(!c && absent && strstr(err, want), rank, "got:", err);
+    bad = bad || check(took >= START_TIMEOUT_S - 0.1 && took < START_TIMEOUT_S + 2, rank, "took too long or too short",
+                       "");
+    if (bad) fprintf(stderr, "rank %d: ncl_open took %.2f s\n", rank, took);
+    ncl_close(c);
+    dist_close(g);
+    return bad;
+}
+
+static void test_a_start_that_never_connects_times_out(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    setenv("LLFC_FAKENCCL_TIMEOUT", "20", 1);
+    test_ranks(3, stalled_start_body);
+    unsetenv("LLFC_FAKENCCL_TIMEOUT");
+    unsetenv("LLFC_NCCL");
+}
+
+/* Rank 1 dies (SIGALRM) while its NCCL is still starting, which the fake's peers do not notice:
+ * rank 0's start times out, and the TCP group then finds rank 1 gone, so rank 0 fails (no
+ * fallback) saying both. */
+static void test_a_rank_that_dies_while_starting_fails_the_others(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_path, 1);
+    setenv("LLFC_FAKENCCL_TIMEOUT", "20", 1);
+    int port = test_free_port();
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[ERR_LEN];
+        bool absent;
+        setenv("LLFC_FAKENCCL_STALL_INIT", "1", 1);
+        DistGroup *g = meet(1, 2, port, 20);
+        alarm(1); // dies in ncl_open, before rank 0's start times out
+        ncl_open(g, NULL, 60, &absent, err, sizeof err);
+        _exit(3);
+    }
+    char err[ERR_LEN];
+    bool absent = true;
+    DistGroup *g = meet(0, 2, port, 20);
+    assert_non_null(g);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_null(ncl_open(g, NULL, START_TIMEOUT_S, &absent, err, sizeof err));
+    assert_true(seconds_since(&t0) < START_TIMEOUT_S + 4);
+    assert_false(absent);
+    if (!strstr(err, "ncclCommInitRankConfig (rank 0 of 2) did not finish within ddp_timeout 2 s") ||
+        !strstr(err, "; then agreeing on NCCL with the other ranks: "))
+        fail_msg("got: %s", err);
+    dist_close(g);
+    int st;
+    assert_int_equal(waitpid(kid, &st, 0), kid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM);
+    unsetenv("LLFC_FAKENCCL_TIMEOUT");
+    unsetenv("LLFC_NCCL");
+}
+
+/* NCCL 2.13 (no ncclCommInitRankConfig): the blocking ncclCommInitRank, then the same exact sums. */
+static void test_an_nccl_before_2_14_starts_blocking(void **state) {
+    (void)state;
+    setenv("LLFC_NCCL", fake_2_13_path, 1);
+    want_version = "2.13.6";
+    test_ranks(2, collectives_body);
+    want_version = "2.28.0";
+    unsetenv("LLFC_NCCL");
 }
 
 /* Rank 0's communicator (ddp_timeout 1 s) with a rank 1 that opens its own, then never calls a
@@ -349,11 +447,9 @@ static void test_a_started_collective_that_never_finishes_times_out(void **state
  * it could read its input before that work has run; after the wait it runs. */
 static void test_a_stream_that_did_not_wait_is_refused(void **state) {
     (void)state;
-    char err[ERR_LEN], drv[4200], lt[4200];
-    snprintf(drv, sizeof drv, "%s/libfakecuda.so.1", fake_dir);
-    snprintf(lt, sizeof lt, "%s/libfakecublaslt.so", fake_dir);
-    setenv("LLFC_CUDA_DRIVER", drv, 1);
-    setenv("LLFC_CUBLASLT", lt, 1);
+    char err[ERR_LEN];
+    setenv("LLFC_CUDA_DRIVER", fake_driver, 1);
+    setenv("LLFC_CUBLASLT", fake_cublaslt, 1);
     setenv("LLFC_NCCL", fake_path, 1);
     CuDrv *d = cudrv_open(0, err, sizeof err);
     if (!d) fail_msg("%s", err);
@@ -389,11 +485,10 @@ static void test_a_stream_that_did_not_wait_is_refused(void **state) {
 }
 
 int main(void) {
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) self[n] = 0;
-    snprintf(fake_dir, sizeof fake_dir, "%s", dirname(self));
-    snprintf(fake_path, sizeof fake_path, "%s/libfakenccl.so.2", fake_dir);
+    test_beside_self(fake_path, sizeof fake_path, "libfakenccl.so.2");
+    test_beside_self(fake_2_13_path, sizeof fake_2_13_path, "libfakenccl-2.13.so.2");
+    test_beside_self(fake_driver, sizeof fake_driver, "libfakecuda.so.1");
+    test_beside_self(fake_cublaslt, sizeof fake_cublaslt, "libfakecublaslt.so");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_are_tried_in_order),
         cmocka_unit_test(test_every_path_tried_is_named),
@@ -406,6 +501,9 @@ int main(void) {
         cmocka_unit_test(test_started_collectives_sum_at_the_wait),
         cmocka_unit_test(test_a_started_collective_that_never_finishes_times_out),
         cmocka_unit_test(test_a_stream_that_did_not_wait_is_refused),
+        cmocka_unit_test(test_a_start_that_never_connects_times_out),
+        cmocka_unit_test(test_a_rank_that_dies_while_starting_fails_the_others),
+        cmocka_unit_test(test_an_nccl_before_2_14_starts_blocking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

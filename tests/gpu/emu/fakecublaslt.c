@@ -2,11 +2,19 @@
  * the calls runtime/cudrv.c makes, with "device" memory being host memory (fakecuda.c). A
  * product is computed as cuBLASLt defines it, column-major D = alpha op(A) op(B) + beta C, bf16
  * (CUDA_R_16BF) or f16 (CUDA_R_16F) A and B, fp32 accumulation in k order, D of A's type (rounded
- * to nearest even; f16 overflows to inf from 65520, as the GPU's) or fp32. */
+ * to nearest even; f16 overflows to inf from 65520, as the GPU's) or fp32.
+ * Epilogues: DEFAULT, and BIAS as cublasLt.h defines it: a bias vector of D's type (the only
+ * type it documents outside IMMA and fp8), one value per row of D (its length "must match matrix
+ * D rows"), broadcast to every column and added in fp32 before D is rounded. Any other epilogue,
+ * attribute or bias type is refused with CUBLAS_STATUS_NOT_SUPPORTED (15), so that a use this
+ * emulation does not implement fails loudly instead of computing something else. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-typedef struct { int transa, transb; } Desc;
+enum { ST_INVALID_VALUE = 7, ST_NOT_SUPPORTED = 15 };
+enum { ATTR_TRANSA = 3, ATTR_TRANSB = 4, ATTR_EPILOGUE = 7, ATTR_BIAS_POINTER = 8, ATTR_BIAS_DATA_TYPE = 26 };
+enum { EPILOGUE_DEFAULT = 1, EPILOGUE_BIAS = 4 };
+typedef struct { int transa, transb; uint32_t epilogue; const void *bias; int32_t bias_type; } Desc;
 typedef struct { int type; uint64_t rows, cols; int64_t ld; } Layout;
 typedef struct { uint64_t algo[8]; size_t ws; int state; float waves; int reserved[4]; } Heur;
 static float bf(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
@@ -45,14 +53,31 @@ static float get(const void *p, int type, int64_t i) {
 }
 int cublasLtCreate(void **h) { *h = (void *)1; return 0; }
 int cublasLtDestroy(void *h) { (void)h; return 0; }
-int cublasLtMatmulDescCreate(void **d, int compute, int scale) { (void)compute, (void)scale; *d = calloc(1, sizeof(Desc)); return 0; }
+int cublasLtMatmulDescCreate(void **d, int compute, int scale) {
+    (void)compute, (void)scale;
+    Desc *x = calloc(1, sizeof *x);
+    x->epilogue = EPILOGUE_DEFAULT, x->bias_type = -1; /* cuBLASLt's defaults: -1 is D's type */
+    *d = x;
+    return 0;
+}
 int cublasLtMatmulDescDestroy(void *d) { free(d); return 0; }
 int cublasLtMatmulDescSetAttribute(void *d, int attr, const void *buf, size_t n) {
     Desc *x = d;
-    if (n != 4) return 7;
-    if (attr == 3) memcpy(&x->transa, buf, 4);
-    else if (attr == 4) memcpy(&x->transb, buf, 4);
-    else return 15; /* not supported here */
+    const size_t want = attr == ATTR_BIAS_POINTER ? sizeof(void *) : 4;
+    if (attr != ATTR_TRANSA && attr != ATTR_TRANSB && attr != ATTR_EPILOGUE && attr != ATTR_BIAS_POINTER &&
+        attr != ATTR_BIAS_DATA_TYPE)
+        return ST_NOT_SUPPORTED; /* not emulated */
+    if (n != want) return ST_INVALID_VALUE;
+    if (attr == ATTR_TRANSA) memcpy(&x->transa, buf, 4);
+    else if (attr == ATTR_TRANSB) memcpy(&x->transb, buf, 4);
+    else if (attr == ATTR_BIAS_POINTER) memcpy(&x->bias, buf, sizeof x->bias);
+    else if (attr == ATTR_BIAS_DATA_TYPE) memcpy(&x->bias_type, buf, 4);
+    else {
+        uint32_t e;
+        memcpy(&e, buf, 4);
+        if (e != EPILOGUE_DEFAULT && e != EPILOGUE_BIAS) return ST_NOT_SUPPORTED; /* RELU, GELU, BGRADA, ...: not emulated */
+        x->epilogue = e;
+    }
     return 0;
 }
 int cublasLtMatrixLayoutCreate(void **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
@@ -81,6 +106,9 @@ int cublasLtMatmul(void *h, void *desc, const void *alpha, const void *A, void *
     const int64_t n = x->transb ? (int64_t)lb->rows : (int64_t)lb->cols;
     if ((x->transb ? (int64_t)lb->cols : (int64_t)lb->rows) != k || (int64_t)ld->rows != m || (int64_t)ld->cols != n) return 7;
     if (la->type != lb->type || (la->type != R_16F && la->type != R_16BF)) return 15; /* as the GPU's: not supported */
+    const int with_bias = x->epilogue == EPILOGUE_BIAS;
+    if (with_bias && !x->bias) return ST_INVALID_VALUE;
+    if (with_bias && x->bias_type != -1 && x->bias_type != ld->type) return ST_NOT_SUPPORTED; /* undocumented */
     const float al = *(const float *)alpha, be = *(const float *)beta;
     for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < m; i++) {
@@ -92,6 +120,7 @@ int cublasLtMatmul(void *h, void *desc, const void *alpha, const void *A, void *
             }
             const int64_t o = i + j * ld->ld;
             float v = al * acc + (be != 0 ? be * get(C, ld->type, o) : 0.0f);
+            if (with_bias) v += get(x->bias, ld->type, i); /* row i of D, every column j */
             if (ld->type == R_32F) ((float *)D)[o] = v;
             else ((uint16_t *)D)[o] = ld->type == R_16F ? to_half(v) : to_bf(v);
         }

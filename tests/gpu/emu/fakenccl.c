@@ -4,14 +4,20 @@
  *
  * ncclGetUniqueId writes a fresh POSIX shared-memory name into the id; ncclCommInitRank maps that
  * segment (created by whichever rank comes first): a header with a barrier (C11 atomics) and a
- * staging area of STAGE floats per rank. A collective is enqueued, as on a GPU: a thread of the
- * communicator runs the queue in order while the caller goes on; ncclCommGetAsyncError says
- * ncclInProgress until all of it is done, then ncclSuccess or the first error. It runs chunk by
- * chunk: each rank copies its chunk into its staging slot, barrier, every rank (or the root) sums
- * the slots in rank order (the same bits everywhere), barrier. Every wait has a deadline
- * ($LLFC_FAKENCCL_TIMEOUT seconds, default 600) and stops when the communicator is aborted, so
- * nothing here hangs forever. $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every rank's
- * ncclCommInitRank fail as NCCL's does when two ranks share a GPU.
+ * staging area of STAGE floats per rank. The communicator is ready when every rank has arrived:
+ * ncclCommInitRank waits for that; ncclCommInitRankConfig with a config whose blocking is 0 (NCCL
+ * 2.14's non-blocking mode) returns ncclInProgress at once and ncclCommGetAsyncError says
+ * ncclInProgress until then (other configs block, as NCCL's default). A collective is enqueued, as
+ * on a GPU: a thread of the communicator runs the queue in order while the caller goes on;
+ * ncclCommGetAsyncError says ncclInProgress until all of it is done, then ncclSuccess or the first
+ * error. It runs chunk by chunk: each rank copies its chunk into its staging slot, barrier, every
+ * rank (or the root) sums the slots in rank order (the same bits everywhere), barrier. Every wait
+ * has a deadline ($LLFC_FAKENCCL_TIMEOUT seconds, default 600) and stops when the communicator is
+ * aborted, so nothing here hangs forever. $LLFC_FAKENCCL_DUPLICATE=1 in one rank makes every
+ * rank's ncclCommInitRank fail as NCCL's does when two ranks share a GPU.
+ * $LLFC_FAKENCCL_STALL_INIT=1 in one rank makes its NCCL never reach the others (as one whose
+ * network NCCL cannot use): no rank's communicator becomes ready. Built with
+ * -DFAKENCCL_BEFORE_2_14 it is an NCCL 2.13: no ncclCommInitRankConfig.
  *
  * The order a caller must keep, made to show: a collective reads its input when it is enqueued
  * (the earliest a GPU could, fakecuda.c having run everything launched before) and writes its
@@ -47,6 +53,12 @@ enum { UINT8 = 1, FLOAT32 = 7, SUM = 0 };
 
 typedef struct { char internal[128]; } UniqueId;
 
+/* ncclConfig_t's head, as every NCCL since 2.14 begins it; NCCL reads the fields up to `size`
+ * that `version` has, so an older, shorter config is fine. */
+typedef struct { size_t size; unsigned magic, version; int blocking; } Config;
+#define CONFIG_MAGIC 0xcafebeefu
+#define CONFIG_UNDEF_INT (-2147483647 - 1) /* NCCL_CONFIG_UNDEF_INT: NCCL's default (blocking) */
+
 typedef struct {
     atomic_int nranks, arrived, aborted, duplicate;
     atomic_uint count, gen;
@@ -76,6 +88,8 @@ typedef struct {
     Op *queue, *done;  /* to run, in order; run, their results not yet in recv */
     int running, stop; /* an op taken off the queue and not finished; the worker is to end */
     atomic_int error, abort;
+    int initializing; /* until every rank has arrived (init_progress) */
+    double init_until;
 } Comm;
 
 static double now_s(void) {
@@ -208,6 +222,7 @@ static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t coun
                    void *stream, const char *call) {
     bool bytes = kind == BROADCAST && type == UINT8;
     if (!c || (type != FLOAT32 && !bytes) || op != SUM || root < 0 || root >= c->n) return INVALID_ARGUMENT;
+    if (c->initializing) return INVALID_USAGE; /* NCCL: wait until ncclCommGetAsyncError says ncclSuccess */
     if (atomic_load(&c->error)) return atomic_load(&c->error);
     long behind = stream_unwaited(stream);
     if (behind < 0)
@@ -235,7 +250,11 @@ static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t coun
     return OK;
 }
 
+#ifdef FAKENCCL_BEFORE_2_14
+int ncclGetVersion(int *v) { *v = 21306; return OK; } /* 2.13.x: encoded MAJOR * 10000 + MINOR * 100 + PATCH */
+#else
 int ncclGetVersion(int *v) { *v = 22800; return OK; }
+#endif
 
 const char *ncclGetErrorString(int rc) {
     switch (rc) {
@@ -259,7 +278,9 @@ int ncclGetUniqueId(UniqueId *id) {
     return OK;
 }
 
-int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
+/* Map the id's segment and arrive there (unless this rank stalls); the communicator is ready
+ * when init_progress says so. */
+static int init_start(Comm **out, int n, UniqueId id, int rank) {
     *out = NULL;
     if (n < 1 || rank < 0 || rank >= n || strncmp(id.internal, "/llfc_fakenccl_", 15)) return INVALID_ARGUMENT;
     Comm *c = calloc(1, sizeof *c);
@@ -280,19 +301,15 @@ int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
     }
     c->h = p, c->stage = (float *)((char *)p + 4096);
     int zero = 0;
-    int rc = atomic_compare_exchange_strong(&c->h->nranks, &zero, n) || zero == n ? OK : INVALID_ARGUMENT;
-    const char *dup = getenv("LLFC_FAKENCCL_DUPLICATE");
-    if (dup && *dup == '1') atomic_store(&c->h->duplicate, 1);
-    atomic_fetch_add(&c->h->arrived, 1);
-    for (double until = deadline(); rc == OK && atomic_load(&c->h->arrived) < n; pause_briefly())
-        if (now_s() > until) rc = SYSTEM_ERROR;
-    if (rank == 0 || rc != OK) shm_unlink(c->name); /* every rank has it mapped (or gave up) */
-    if (rc == OK && atomic_load(&c->h->duplicate)) rc = INVALID_USAGE;
-    if (rc != OK) {
+    if (!atomic_compare_exchange_strong(&c->h->nranks, &zero, n) && zero != n) {
         munmap(p, c->bytes);
         free(c);
-        return rc;
+        return INVALID_ARGUMENT;
     }
+    const char *dup = getenv("LLFC_FAKENCCL_DUPLICATE"), *stall = getenv("LLFC_FAKENCCL_STALL_INIT");
+    if (dup && *dup == '1') atomic_store(&c->h->duplicate, 1);
+    if (!stall || *stall != '1') atomic_fetch_add(&c->h->arrived, 1);
+    c->initializing = 1, c->init_until = deadline();
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->wake, NULL);
     if (pthread_create(&c->worker, NULL, worker, c) != 0) {
@@ -304,7 +321,50 @@ int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
     return OK;
 }
 
+/* IN_PROGRESS until every rank has arrived; then OK, or the error that ends the communicator
+ * (kept as its async error). */
+static int init_progress(Comm *c) {
+    if (!c->initializing) return OK;
+    int rc = IN_PROGRESS;
+    if (atomic_load(&c->h->arrived) >= c->n) rc = atomic_load(&c->h->duplicate) ? INVALID_USAGE : OK;
+    else if (atomic_load(&c->h->aborted)) rc = REMOTE_ERROR; /* a peer gave up waiting: NCCL's bootstrap breaks */
+    else if (now_s() > c->init_until) rc = SYSTEM_ERROR;
+    if (rc == IN_PROGRESS) return rc;
+    c->initializing = 0;
+    if (c->rank == 0 || rc != OK) shm_unlink(c->name); /* every rank has it mapped (or gave up) */
+    atomic_store(&c->error, rc);
+    return rc;
+}
+
+static int release(Comm *c);
+
+int ncclCommInitRank(Comm **out, int n, UniqueId id, int rank) {
+    int rc = init_start(out, n, id, rank);
+    if (rc != OK) return rc;
+    while ((rc = init_progress(*out)) == IN_PROGRESS) pause_briefly();
+    if (rc != OK) {
+        release(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+#ifndef FAKENCCL_BEFORE_2_14
+int ncclCommInitRankConfig(Comm **out, int n, UniqueId id, int rank, const Config *config) {
+    *out = NULL;
+    if (config && config->magic != CONFIG_MAGIC) return INVALID_ARGUMENT; /* not from NCCL_CONFIG_INITIALIZER */
+    bool has_blocking = config && config->version >= 21400 && config->size >= sizeof *config;
+    if (!has_blocking || config->blocking == CONFIG_UNDEF_INT || config->blocking) return ncclCommInitRank(out, n, id, rank);
+    int rc = init_start(out, n, id, rank);
+    return rc == OK ? IN_PROGRESS : rc;
+}
+#endif
+
 int ncclCommGetAsyncError(Comm *c, int *err) {
+    if (c->initializing) {
+        *err = init_progress(c);
+        return OK;
+    }
     pthread_mutex_lock(&c->mu);
     *err = atomic_load(&c->error);
     if (!*err && (c->queue || c->running)) *err = IN_PROGRESS;
@@ -333,6 +393,7 @@ int ncclCommDestroy(Comm *c) { return c ? release(c) : OK; }
 
 int ncclCommAbort(Comm *c) {
     if (!c) return OK;
+    if (c->initializing) shm_unlink(c->name); /* no rank is to come to this segment any more */
     atomic_store(&c->abort, 1);
     atomic_store(&c->h->aborted, 1); /* the peers' waits end too, as NCCL's would on a broken connection */
     return release(c);
