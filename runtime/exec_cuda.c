@@ -903,45 +903,38 @@ static void z3_group_name(int32_t g, char *buf, size_t len) {
     else snprintf(buf, len, "layer %d's parameters", (int)(g - 1));
 }
 
-/* Every rank's part of group g's values into window k, from their owners. */
-static bool z3_gather(ExecCuda *ex, int32_t g, int k) {
+/* Group g's values from their owners into every rank's window (one ncclBroadcast per run), or
+ * (grad) its gradients summed over the ranks into their owners' slices (one ncclReduce each). */
+static bool z3_move(ExecCuda *ex, int32_t g, bool grad) {
     Zero3 *z = ex->z3;
-    Z3Group *grp = &z->group[g];
-    grp->slot = k, z->slot_group[k] = g;
-    if (!cudrv_zero(ex->d, z->slot_grad[k], (size_t)grp->grad_bytes, "ZeRO-3 gradient window", ex->err, ex->errlen))
-        return false;
-    Z3Run *runs = xmalloc(((size_t)grp->n + 1) * sizeof *runs);
-    const size_t n = z3_runs(ex, g, false, runs);
+    Z3Run *runs = xmalloc(((size_t)z->group[g].n + 1) * sizeof *runs);
+    const size_t n = z3_runs(ex, g, grad, runs);
     bool ok = true;
     for (size_t r = 0; r < n && ok; r++) {
         char what[96], name[48];
         z3_group_name(g, name, sizeof name);
-        snprintf(what, sizeof what, "ZeRO-3 gather of %s, rank %d's", name, runs[r].owner);
-        const CuPtr a = z3_addr(ex, runs[r].first, false);
-        ok = ncl_broadcast_bytes(z->nccl, a, a, (size_t)runs[r].elems * 2, runs[r].owner, NULL, what, ex->err, ex->errlen);
+        const CuPtr a = z3_addr(ex, runs[r].first, grad);
+        if (grad) {
+            snprintf(what, sizeof what, "ZeRO-3 gradients of %s to rank %d", name, runs[r].owner);
+            ok = ncl_reduce_sum(z->nccl, a, a, (size_t)runs[r].elems, runs[r].owner, NULL, what, ex->err, ex->errlen);
+        } else {
+            snprintf(what, sizeof what, "ZeRO-3 gather of %s, rank %d's", name, runs[r].owner);
+            ok = ncl_broadcast_bytes(z->nccl, a, a, (size_t)runs[r].elems * 2, runs[r].owner, NULL, what, ex->err,
+                                     ex->errlen);
+        }
     }
     free(runs);
-    z->gathers++;
     return ok;
 }
 
-/* Group g's gradients summed over the ranks into their owners' slices. */
-static bool z3_flush(ExecCuda *ex, int32_t g) {
+/* Every rank's part of group g's values into window k, its gradients there from zero. */
+static bool z3_gather(ExecCuda *ex, int32_t g, int k) {
     Zero3 *z = ex->z3;
-    Z3Group *grp = &z->group[g];
-    Z3Run *runs = xmalloc(((size_t)grp->n + 1) * sizeof *runs);
-    const size_t n = z3_runs(ex, g, true, runs);
-    bool ok = true;
-    for (size_t r = 0; r < n && ok; r++) {
-        char what[96], name[48];
-        z3_group_name(g, name, sizeof name);
-        snprintf(what, sizeof what, "ZeRO-3 gradients of %s to rank %d", name, runs[r].owner);
-        const CuPtr a = z3_addr(ex, runs[r].first, true);
-        ok = ncl_reduce_sum(z->nccl, a, a, (size_t)runs[r].elems, runs[r].owner, NULL, what, ex->err, ex->errlen);
-    }
-    free(runs);
-    grp->dirty = false;
-    return ok;
+    z->group[g].slot = k, z->slot_group[k] = g;
+    z->gathers++;
+    return cudrv_zero(ex->d, z->slot_grad[k], (size_t)z->group[g].grad_bytes, "ZeRO-3 gradient window", ex->err,
+                      ex->errlen) &&
+           z3_move(ex, g, false);
 }
 
 /* Empty window k (its gradients to their owners first, when it has some). */
@@ -949,8 +942,8 @@ static bool z3_evict(ExecCuda *ex, int k) {
     Zero3 *z = ex->z3;
     const int32_t g = z->slot_group[k];
     if (g < 0) return true;
-    if (z->group[g].dirty && !z3_flush(ex, g)) return false;
-    z->group[g].slot = -1, z->slot_group[k] = -1;
+    if (z->group[g].dirty && !z3_move(ex, g, true)) return false;
+    z->group[g].dirty = false, z->group[g].slot = -1, z->slot_group[k] = -1;
     return true;
 }
 

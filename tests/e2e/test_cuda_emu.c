@@ -103,6 +103,22 @@ static Curve read_curve(const char *out_dir) {
     return c;
 }
 
+/* The curves written to two output folders agree step by step: the same bits (tol 0) or loss and
+ * grad_norm within tol of b's, relative. */
+static void curves_agree(const char *name, const char *a_dir, const char *a_is, const char *b_dir, const char *b_is,
+                         int steps, double tol) {
+    Curve a = read_curve(a_dir), b = read_curve(b_dir);
+    assert_int_equal(a.n, steps);
+    assert_int_equal(b.n, steps);
+    for (int i = 0; i < a.n; i++) {
+        printf("  %-18s step %d  loss %s %.6f %s %.6f  grad_norm %s %.6f %s %.6f\n", name, i + 1, a_is, a.loss[i], b_is,
+               b.loss[i], a_is, a.grad_norm[i], b_is, b.grad_norm[i]);
+        if (fabs(a.loss[i] - b.loss[i]) > tol * fabs(b.loss[i]) ||
+            fabs(a.grad_norm[i] - b.grad_norm[i]) > tol * fabs(b.grad_norm[i]))
+            fail_msg("%s step %d: %s and %s differ by more than %g", name, i + 1, a_is, b_is, tol);
+    }
+}
+
 /* Largest |a - b| over every tensor of two safetensors files, relative to the largest |b|. */
 static double weights_gap(const char *a_path, const char *b_path) {
     char err[ERR_LEN];
@@ -436,14 +452,7 @@ static void test_two_ranks_over_nccl(void **state) {
         fail_msg("%s: exit %d\n%s", cmd, rc, out);
     free(out), free(cmd);
     char *nccl_dir = xprintf("%s/out_llama_full_dp2_cuda", tmp), *tcp_dir = xprintf("%s/out_tcp", tmp);
-    Curve a = read_curve(nccl_dir), b = read_curve(tcp_dir);
-    assert_int_equal(a.n, 3);
-    assert_int_equal(b.n, 3);
-    for (int i = 0; i < a.n; i++) {
-        printf("  llama_full_dp2     step %d  loss nccl %.6f tcp %.6f  grad_norm nccl %.6f tcp %.6f\n", i + 1, a.loss[i],
-               b.loss[i], a.grad_norm[i], b.grad_norm[i]);
-        assert_true(a.loss[i] == b.loss[i] && a.grad_norm[i] == b.grad_norm[i]);
-    }
+    curves_agree("llama_full_dp2", nccl_dir, "nccl", tcp_dir, "tcp", 3, 0);
     free(nccl_dir), free(tcp_dir), free(model);
 }
 
@@ -460,6 +469,32 @@ static int adamw_figures(const char *out, double *mib, int max) {
     return n;
 }
 
+/* Runs `trainer` on 2 emulated GPUs with `args`, into tmp/`dir`; its output, which must say
+ * `must_say` (NULL: anything). */
+static char *two_ranks(const char *trainer, const char *dir, const char *args, const char *must_say) {
+    char *all = xprintf("--nproc-per-node 2 device=cuda output_dir=%s/%s %s", tmp, dir, args), *out;
+    char *cmd = gpu_run(trainer, all);
+    int rc = test_shell(&out, cmd);
+    if (rc != 0 || (must_say && !strstr(out, must_say))) fail_msg("%s: exit %d (wanted '%s')\n%s", cmd, rc, must_say, out);
+    free(cmd), free(all);
+    return out;
+}
+
+/* `stage` on 2 ranks saved at step 2 and resumed ends with the same model bytes at step 4 as the
+ * run straight through. */
+static void resume_is_exact(const char *name, const char *trainer, const char *stage) {
+    char *args = xprintf("%s max_steps=4 save_steps=2", stage);
+    free(two_ranks(trainer, "out_saved", args, NULL));
+    free(args);
+    args = xprintf("%s max_steps=4 save_steps=2 resume_from_checkpoint=%s/out_saved/checkpoint-2", stage, tmp);
+    free(two_ranks(trainer, "out_resumed", args, "resuming from"));
+    free(args);
+    char *cmd = xprintf("cmp %s/out_saved/model.safetensors %s/out_resumed/model.safetensors", tmp, tmp);
+    must(cmd);
+    free(cmd);
+    printf("  %-18s saved at step 2, resumed: the same model bytes at step 4\n", name);
+}
+
 /* ZeRO-2 on 2 ranks' GPUs (fakenccl.c between the rank processes): each rank keeps fp32 masters
  * and AdamW state of its own parameters only (its device memory line says so, smaller than
  * without ZeRO), gradients are reduced to their owners by ncclReduce and the updated bf16 weights
@@ -467,8 +502,7 @@ static int adamw_figures(const char *out, double *mib, int max) {
  * tolerance. On the emulation, where NCCL's sums are in rank order, ZeRO-1 and ZeRO-2 give the
  * very curves and model bytes of plain data parallel. A ZeRO-2 run saved at step 2 and resumed
  * (moments and masters off each rank's GPU, gathered; scattered back) ends with the same model
- * bytes as the run straight through. Without NCCL, or at stage 3, ZeRO on GPUs stops and says
- * why. */
+ * bytes as the run straight through. Without NCCL, ZeRO on GPUs stops and says why. */
 static void test_zero2_two_ranks_over_nccl(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
@@ -528,21 +562,8 @@ static void test_zero2_two_ranks_over_nccl(void **state) {
         printf("  llama_full_zero2   ZeRO-2 and ZeRO-1 wrote the same model bytes as plain data parallel\n");
     }
     free(z2), free(dp), free(z1);
-    // saved at step 2 and resumed: the same bytes as straight through
-    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 max_steps=4 save_steps=2 output_dir=%s/out_saved", tmp);
-    cmd = gpu_run(trainer, args);
-    must(cmd);
-    free(cmd), free(args);
-    args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 max_steps=4 save_steps=2 output_dir=%s/out_resumed "
-                   "resume_from_checkpoint=%s/out_saved/checkpoint-2", tmp, tmp);
-    cmd = gpu_run(trainer, args);
-    if (test_shell(&out, cmd) != 0 || !strstr(out, "resuming from")) fail_msg("%s\n%s", cmd, out);
-    free(out), free(cmd), free(args);
-    cmd = xprintf("cmp %s/out_saved/model.safetensors %s/out_resumed/model.safetensors", tmp, tmp);
-    must(cmd);
-    free(cmd);
-    printf("  llama_full_zero2   saved at step 2, resumed: the same model bytes at step 4\n");
-    // without NCCL on a rank, and at stage 3: a clear stop
+    resume_is_exact("llama_full_zero2", trainer, "zero_stage=2");
+    // without NCCL on a rank: a clear stop
     args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 output_dir=%s/out_no_nccl", tmp);
     char *run = gpu_run(trainer, args);
     cmd = xprintf("LLFC_NCCL=/nonexistent/libnccl.so.2 %s", run);
@@ -550,17 +571,6 @@ static void test_zero2_two_ranks_over_nccl(void **state) {
     if (rc == 0 || !strstr(out, "zero_stage 2 on GPUs needs NCCL on every rank: NCCL not found"))
         fail_msg("%s: exit %d\n%s", cmd, rc, out);
     free(out), free(cmd), free(run), free(args), free(trainer), free(model);
-}
-
-/* Runs `trainer` on 2 emulated GPUs with `args`, into tmp/`dir`; its output, which must say
- * `must_say` (NULL: anything). */
-static char *two_ranks(const char *trainer, const char *dir, const char *args, const char *must_say) {
-    char *all = xprintf("--nproc-per-node 2 device=cuda output_dir=%s/%s %s", tmp, dir, args), *out;
-    char *cmd = gpu_run(trainer, all);
-    int rc = test_shell(&out, cmd);
-    if (rc != 0 || (must_say && !strstr(out, must_say))) fail_msg("%s: exit %d (wanted '%s')\n%s", cmd, rc, must_say, out);
-    free(cmd), free(all);
-    return out;
 }
 
 /* ZeRO-3 on 2 ranks' GPUs: each GPU keeps the 16-bit weights and gradients of its own parameters
@@ -587,15 +597,7 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
                     "ZeRO-3: step 1 gathered 18 parameter groups from their owners in 2 micro-batches");
     free(out);
     char *z3 = xprintf("%s/out_llama_full_zero3_cuda", tmp), *z2 = xprintf("%s/out_zero2", tmp);
-    Curve a = read_curve(z3), b = read_curve(z2);
-    assert_int_equal(a.n, 3);
-    assert_int_equal(b.n, 3);
-    for (int i = 0; i < a.n; i++) {
-        printf("  llama_full_zero3   step %d  loss zero3 %.6f zero2 %.6f  grad_norm zero3 %.6f zero2 %.6f\n", i + 1,
-               a.loss[i], b.loss[i], a.grad_norm[i], b.grad_norm[i]);
-        if (emulated) assert_true(a.loss[i] == b.loss[i] && a.grad_norm[i] == b.grad_norm[i]);
-        assert_true(fabs(a.loss[i] - b.loss[i]) <= 1e-5 * b.loss[i]);
-    }
+    curves_agree("llama_full_zero3", z3, "zero3", z2, "zero2", 3, emulated ? 0 : 1e-5);
     char *cmd;
     if (emulated) {
         cmd = xprintf("cmp %s/model.safetensors %s/model.safetensors", z3, z2);
@@ -604,15 +606,8 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
         printf("  llama_full_zero3   ZeRO-3 wrote the same model bytes as ZeRO-2; 9 gathers a micro-batch\n");
     }
     free(z3), free(z2);
-    out = two_ranks(trainer, "out_saved", "zero_stage=3 max_steps=4 save_steps=2", NULL);
-    free(out);
-    char *from = xprintf("zero_stage=3 max_steps=4 save_steps=2 resume_from_checkpoint=%s/out_saved/checkpoint-2", tmp);
-    out = two_ranks(trainer, "out_resumed", from, "resuming from");
-    free(out), free(from);
-    cmd = xprintf("cmp %s/out_saved/model.safetensors %s/out_resumed/model.safetensors", tmp, tmp);
-    must(cmd);
-    free(cmd), free(trainer);
-    printf("  llama_full_zero3   saved at step 2, resumed: the same model bytes at step 4\n");
+    resume_is_exact("llama_full_zero3", trainer, "zero_stage=3");
+    free(trainer);
     // LoRA, accumulating over 2 micro-batches, evaluated on every rank
     char *lora = xprintf("%s/lora_trainer", tmp);
     cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 per_device_train_batch_size=2 "
@@ -623,15 +618,7 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     const char *stage[2] = {"zero_stage=3", "zero_stage=0"}, *dir[2] = {"lora_zero3", "lora_dp"};
     for (int k = 0; k < 2; k++) free(two_ranks(lora, dir[k], stage[k], NULL));
     char *d3 = xprintf("%s/lora_zero3", tmp), *d0 = xprintf("%s/lora_dp", tmp);
-    Curve c = read_curve(d3), d = read_curve(d0);
-    assert_int_equal(c.n, 3);
-    assert_int_equal(d.n, 3);
-    for (int i = 0; i < c.n; i++) {
-        printf("  lora_zero3         step %d  loss zero3 %.6f dp %.6f  grad_norm zero3 %.6f dp %.6f\n", i + 1, c.loss[i],
-               d.loss[i], c.grad_norm[i], d.grad_norm[i]);
-        assert_true(fabs(c.loss[i] - d.loss[i]) <= 1e-5 * d.loss[i]);
-        assert_true(fabs(c.grad_norm[i] - d.grad_norm[i]) <= 1e-5 * d.grad_norm[i]);
-    }
+    curves_agree("lora_zero3", d3, "zero3", d0, "dp", 3, 1e-5);
     char *w3 = xprintf("%s/adapter_model.safetensors", d3), *w0 = xprintf("%s/adapter_model.safetensors", d0);
     double gap = weights_gap(w3, w0);
     printf("  lora_zero3         adapter: %.2e of the largest from plain data parallel's\n", gap);
