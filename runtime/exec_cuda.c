@@ -60,7 +60,6 @@ typedef struct {
 } Z3Group;
 
 typedef struct Zero3 {
-    const int *owner;              /* per plan parameter: the rank that keeps it */
     int32_t *param_of;             /* per tensor: the plan parameter it is the value or gradient of, or -1 */
     int64_t *at, *grad_at;         /* per plan parameter of another rank: byte offsets in its window */
     Z3Group *group;                /* L + 1: 0 outside the layers, l + 1 layer l */
@@ -106,6 +105,7 @@ struct ExecCuda {
     int32_t lm_op, lm_bwd_op;          /* the LM head's LINEAR and LINEAR_BWD: the loss does both */
     float inv_freq_h[2][ROPE_MAX_HD / 2], rope_scale[2];
     int *owner;                        /* ZeRO: per trainable parameter, the rank that updates it; else NULL */
+    int *param_owner;                  /* ZeRO: the same per plan parameter (-1: frozen, except under ZeRO-3) */
     int rank, stage;                   /* ZeRO: this rank, the stage (1, 2) */
     DistGroup *ranks;                  /* ZeRO: the ranks, over which the gradient norm is summed */
     size_t own0, own1;                 /* the trainable parameters updated here: [own0, own1) (all without ZeRO) */
@@ -261,6 +261,9 @@ static bool take_share(ExecCuda *ex, const ExecCudaShard *sh, int64_t *all, char
     if (ok && sh) {
         ex->owner = xmalloc((n + 1) * sizeof *ex->owner);
         memcpy(ex->owner, sh->owner, n * sizeof *ex->owner);
+        ex->param_owner = xmalloc(((size_t)p->n_params + 1) * sizeof *ex->param_owner);
+        for (int32_t i = 0, j = 0; i < p->n_params; i++)
+            ex->param_owner[i] = sh->param_owner ? sh->param_owner[i] : has_master(&p->params[i]) ? sh->owner[j++] : -1;
         ex->rank = sh->rank, ex->stage = sh->stage, ex->ranks = sh->group;
         while (ex->own0 < n && ex->owner[ex->own0] < ex->rank) ex->own0++;
         for (ex->own1 = ex->own0; ex->own1 < n && ex->owner[ex->own1] == ex->rank;) ex->own1++;
@@ -597,7 +600,7 @@ void exec_cuda_free(ExecCuda *ex) {
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
     cudrv_close(ex->d);
     free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable), free(ex->group);
-    free(ex->owner);
+    free(ex->owner), free(ex->param_owner);
     exec_cuda_act_layout_free(&ex->act);
     free(ex->act_host), free(ex->placed);
     free(ex);
@@ -731,7 +734,6 @@ static int64_t plan_aligned(int64_t n) { return (n + PLAN_ALIGN - 1) / PLAN_ALIG
  * are not one run in the plan's order. */
 static bool own_slice(const ExecCuda *ex, bool grad, int64_t *from, int64_t *elems) {
     const Plan *p = ex->plan;
-    const Zero3 *z = ex->z3;
     int64_t end = 0;
     int seen = 0; /* 0: none of ours yet, 1: in our run, 2: past it */
     *from = *elems = 0;
@@ -739,7 +741,7 @@ static bool own_slice(const ExecCuda *ex, bool grad, int64_t *from, int64_t *ele
         const PlanParam *pp = &p->params[i];
         if (grad && pp->grad < 0) continue;
         const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
-        if (z->owner[i] != ex->rank) {
+        if (ex->param_owner[i] != ex->rank) {
             seen += seen == 1;
             continue;
         }
@@ -807,7 +809,7 @@ static void z3_lay_out(ExecCuda *ex) {
         Z3Group *g = &z->group[pp->layer + 1];
         g->params = xrealloc(g->params, ((size_t)g->n + 1) * sizeof *g->params);
         g->params[g->n++] = i;
-        if (z->owner[i] == ex->rank) continue;
+        if (ex->param_owner[i] == ex->rank) continue;
         const int64_t n = plan_aligned(p->tensors[pp->tensor].numel);
         z->at[i] = g->bytes, g->bytes += 2 * n;
         if (pp->grad >= 0) z->grad_at[i] = g->grad_bytes, g->grad_bytes += 4 * n;
@@ -825,11 +827,8 @@ static void z3_lay_out(ExecCuda *ex) {
 static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     Zero3 *z = ex->z3 = xcalloc(1, sizeof *z);
-    int *owner = xmalloc(((size_t)p->n_params + 1) * sizeof *owner);
-    memcpy(owner, sh->param_owner, (size_t)p->n_params * sizeof *owner);
-    z->owner = owner;
     for (int32_t i = 0, k = 0; i < p->n_params; i++)
-        if (has_master(&p->params[i]) && owner[i] != sh->owner[k++])
+        if (has_master(&p->params[i]) && sh->param_owner[i] != sh->owner[k++])
             return errf(err, errlen, "ZeRO-3: %s's owner differs between the two lists", p->tensors[p->params[i].tensor].name);
     z->param_of = xmalloc(((size_t)p->n_tensors + 1) * sizeof *z->param_of);
     for (int32_t t = 0; t < p->n_tensors; t++) z->param_of[t] = -1;
@@ -850,7 +849,7 @@ static void z3_free(ExecCuda *ex) {
     for (int k = 0; k < Z3_SLOTS; k++) cudrv_free(ex->d, z->slot[k]), cudrv_free(ex->d, z->slot_grad[k]);
     ex->shadow = ex->region[PLAN_GRAD] = 0; /* bases into the slices, not allocations */
     for (int32_t g = 0; z->group && g <= ex->plan->L; g++) free(z->group[g].params);
-    free((void *)z->owner), free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need);
+    free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need);
     free(z->writes), free(z);
     ex->z3 = NULL;
 }
@@ -866,65 +865,74 @@ static CuPtr z3_addr(const ExecCuda *ex, int32_t i, bool grad) {
     const Zero3 *z = ex->z3;
     const PlanParam *pp = &ex->plan->params[i];
     const PlanTensor *t = &ex->plan->tensors[grad ? pp->grad : pp->tensor];
-    if (z->owner[i] == ex->rank) return grad ? ex->region[PLAN_GRAD] + (CuPtr)t->offset * 4 : ex->shadow + (CuPtr)t->offset * 2;
+    if (ex->param_owner[i] == ex->rank) return grad ? ex->region[PLAN_GRAD] + (CuPtr)t->offset * 4 : ex->shadow + (CuPtr)t->offset * 2;
     const int slot = z->group[pp->layer + 1].slot;
     assert(slot >= 0); /* z3_before gathered every group an op touches */
     return grad ? z->slot_grad[slot] + (CuPtr)z->grad_at[i] : z->slot[slot] + (CuPtr)z->at[i];
 }
 
+/* One collective's worth of parameters: tensors lying one after the other in their region (plan
+ * order, PLAN_ALIGN apart; a run spans the padding between them, which nothing uses) with one
+ * owner, and so, under ZeRO-3, one after the other in a window too (z3_lay_out). */
 typedef struct {
     int32_t first; /* plan parameter */
-    int64_t elems; /* from its offset to the end of the run's last tensor */
-    int owner;
-} Z3Run;
+    int64_t at, n; /* elements of the region: the first's offset, up to the end of the last tensor */
+    int owner;     /* ex->param_owner's; -1: every rank's (an allreduce) */
+} Run;
 
-/* Group g's values (grad: gradients) in runs of one owner lying one after the other in the
- * region, and so in the window: one collective each. */
-static size_t z3_runs(const ExecCuda *ex, int32_t g, bool grad, Z3Run *runs) {
+typedef enum { RUN_VALUES, RUN_TRAINED_VALUES, RUN_GRADS } RunOf;
+
+/* Group g's parameters (g < 0: every group's) in runs: every parameter's 16-bit values, the
+ * trained ones', or their gradients; by_owner false puts every rank's in one run. */
+static size_t param_runs(const ExecCuda *ex, int32_t g, RunOf of, bool by_owner, Run *runs) {
     const Plan *p = ex->plan;
-    const Z3Group *grp = &ex->z3->group[g];
     size_t n = 0;
-    int64_t from = 0, next = -1;
-    for (int32_t k = 0; k < grp->n; k++) {
-        const int32_t i = grp->params[k];
+    int64_t next = -1;
+    for (int32_t i = 0; i < p->n_params; i++) {
         const PlanParam *pp = &p->params[i];
-        if (grad && pp->grad < 0) continue;
-        const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
-        if (n == 0 || runs[n - 1].owner != ex->z3->owner[i] || t->offset != next)
-            runs[n++] = (Z3Run){i, 0, ex->z3->owner[i]}, from = t->offset;
-        runs[n - 1].elems = t->offset + t->numel - from;
+        if ((g >= 0 && pp->layer + 1 != g) || (of != RUN_VALUES && !has_master(pp))) continue;
+        const PlanTensor *t = &p->tensors[of == RUN_GRADS ? pp->grad : pp->tensor];
+        const int owner = by_owner ? ex->param_owner[i] : -1;
+        if (n == 0 || runs[n - 1].owner != owner || t->offset != next) runs[n++] = (Run){i, t->offset, 0, owner};
+        runs[n - 1].n = t->offset + t->numel - runs[n - 1].at;
         next = t->offset + plan_aligned(t->numel);
     }
     return n;
 }
 
-static void z3_group_name(int32_t g, char *buf, size_t len) {
-    if (g == 0) snprintf(buf, len, "the parameters outside the layers");
-    else snprintf(buf, len, "layer %d's parameters", (int)(g - 1));
+/* Where a run is on this GPU: under ZeRO-3 its owner's slice or its group's window. */
+static CuPtr run_addr(const ExecCuda *ex, const Run *r, bool grad) {
+    if (ex->z3) return z3_addr(ex, r->first, grad);
+    return grad ? ex->region[PLAN_GRAD] + (CuPtr)r->at * 4 : ex->shadow + (CuPtr)r->at * 2;
 }
 
-/* Group g's values from their owners into every rank's window (one ncclBroadcast per run), or
- * (grad) its gradients summed over the ranks into their owners' slices (one ncclReduce each). */
-static bool z3_move(ExecCuda *ex, int32_t g, bool grad) {
-    Zero3 *z = ex->z3;
-    Z3Run *runs = xmalloc(((size_t)z->group[g].n + 1) * sizeof *runs);
-    const size_t n = z3_runs(ex, g, grad, runs);
+/* Group g's (g < 0: every group's) trained gradients summed over the ranks at their owners
+ * (grad: one ncclReduce per run), or 16-bit values from their owners to every rank (every
+ * parameter's under ZeRO-3, else the trained ones': one ncclBroadcast per run). */
+static bool owner_collectives(ExecCuda *ex, NclComm *c, int32_t g, bool grad, char *err, size_t errlen) {
+    Run *runs = xmalloc(((size_t)ex->plan->n_params + 1) * sizeof *runs);
+    const size_t n = param_runs(ex, g, grad ? RUN_GRADS : ex->z3 ? RUN_VALUES : RUN_TRAINED_VALUES, true, runs);
+    char whose[48];
+    if (g < 0) snprintf(whose, sizeof whose, "the trained parameters");
+    else if (g == 0) snprintf(whose, sizeof whose, "the parameters outside the layers");
+    else snprintf(whose, sizeof whose, "layer %d's parameters", (int)(g - 1));
     bool ok = true;
     for (size_t r = 0; r < n && ok; r++) {
-        char what[96], name[48];
-        z3_group_name(g, name, sizeof name);
-        const CuPtr a = z3_addr(ex, runs[r].first, grad);
-        if (grad) {
-            snprintf(what, sizeof what, "ZeRO-3 gradients of %s to rank %d", name, runs[r].owner);
-            ok = ncl_reduce_sum(z->nccl, a, a, (size_t)runs[r].elems, runs[r].owner, NULL, what, ex->err, ex->errlen);
-        } else {
-            snprintf(what, sizeof what, "ZeRO-3 gather of %s, rank %d's", name, runs[r].owner);
-            ok = ncl_broadcast_bytes(z->nccl, a, a, (size_t)runs[r].elems * 2, runs[r].owner, NULL, what, ex->err,
-                                     ex->errlen);
-        }
+        char what[96];
+        const CuPtr a = run_addr(ex, &runs[r], grad);
+        snprintf(what, sizeof what, "%s%s: %s rank %d", ex->z3 ? "ZeRO-3, " : "", whose,
+                 grad ? "gradients to" : "16-bit weights from", runs[r].owner);
+        ok = grad ? ncl_reduce_sum(c, a, a, (size_t)runs[r].n, runs[r].owner, NULL, what, err, errlen)
+                  : ncl_broadcast_bytes(c, a, a, (size_t)runs[r].n * 2, runs[r].owner, NULL, what, err, errlen);
     }
     free(runs);
     return ok;
+}
+
+/* Group g's values from their owners into every rank's window, or (grad) its gradients summed
+ * over the ranks into their owners' slices. */
+static bool z3_move(ExecCuda *ex, int32_t g, bool grad) {
+    return owner_collectives(ex, ex->z3->nccl, g, grad, ex->err, ex->errlen);
 }
 
 /* Every rank's part of group g's values into window k, its gradients there from zero. */
@@ -1441,58 +1449,16 @@ bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errle
 
 // --- ZeRO-1/2 over NCCL
 
-typedef struct {
-    int64_t at, n; /* elements, in the region */
-    int owner;
-} Run;
-
-/* The trained parameters' tensors (their gradients when grad, else their values) in runs that
- * have one owner and lie one after the other in their region: one collective per run (one per
- * rank in full fine-tuning, where the whole GRAD and PARAM regions are in the optimizer's order). */
-static size_t owner_runs(const ExecCuda *ex, bool grad, Run *runs) {
-    const Plan *p = ex->plan;
-    size_t n = 0, j = 0;
-    for (int32_t i = 0; i < p->n_params; i++) {
-        const PlanParam *pp = &p->params[i];
-        if (!has_master(pp)) continue;
-        const PlanTensor *t = &p->tensors[grad ? pp->grad : pp->tensor];
-        const int owner = ex->owner[j++];
-        if (n > 0 && runs[n - 1].owner == owner && runs[n - 1].at + runs[n - 1].n == t->offset) runs[n - 1].n += t->numel;
-        else runs[n++] = (Run){t->offset, t->numel, owner};
-    }
-    return n;
-}
-
 bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (!ex->owner || ex->z3)
         return errf(err, errlen, "exec_cuda_reduce_grads: the executor is not sharded by ZeRO-1/2");
-    Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
-    const size_t n = owner_runs(ex, true, runs);
-    bool ok = true;
-    for (size_t r = 0; r < n && ok; r++) {
-        char what[64];
-        snprintf(what, sizeof what, "gradients of rank %d's parameters", runs[r].owner);
-        CuPtr g = ex->region[PLAN_GRAD] + (CuPtr)runs[r].at * 4;
-        ok = ncl_reduce_sum(c, g, g, (size_t)runs[r].n, runs[r].owner, NULL, what, err, errlen);
-    }
-    free(runs);
-    return ok;
+    return owner_collectives(ex, c, -1, true, err, errlen);
 }
 
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (!ex->owner) return errf(err, errlen, "exec_cuda_broadcast_params: the executor is not sharded (ZeRO)");
     if (ex->z3) return true; /* the next call gathers the owners' new values */
-    Run *runs = xmalloc((ex->n_trainable + 1) * sizeof *runs);
-    const size_t n = owner_runs(ex, false, runs);
-    bool ok = true;
-    for (size_t r = 0; r < n && ok; r++) {
-        char what[64];
-        snprintf(what, sizeof what, "16-bit weights rank %d updated", runs[r].owner);
-        CuPtr w = ex->shadow + (CuPtr)runs[r].at * 2;
-        ok = ncl_broadcast_bytes(c, w, w, (size_t)runs[r].n * 2, runs[r].owner, NULL, what, err, errlen);
-    }
-    free(runs);
-    return ok;
+    return owner_collectives(ex, c, -1, false, err, errlen);
 }
 
 // --- data parallel over NCCL, overlapped with the backward pass
@@ -1512,11 +1478,6 @@ bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errl
  * way, exec_cuda_overlap_finish polls the communication stream until it is done (ncl_wait), so
  * nothing launched after it (the optimizer, the next step's zeroing) touches a gradient the
  * collectives still use. */
-typedef struct {
-    int64_t at, n; /* elements in GRAD */
-    int root;      /* ZeRO-2: the owner that gets the sum; -1: every rank does */
-} OverlapRun;
-
 struct Overlap {
     NclComm *nccl;
     void *stream, *event;   /* the communication stream; "the bucket's backward ops are done" */
@@ -1524,7 +1485,7 @@ struct Overlap {
     int32_t n_buckets;      /* plan->L + 1 */
     int32_t *ready;         /* per bucket: the op after which its gradients are final; -1: none is known */
     int32_t *order, next;   /* the buckets by ready op (then those without); the next one to start */
-    OverlapRun *runs;
+    Run *runs;              /* ZeRO-2: each to its owner; else owner -1, every rank */
     int32_t *first_run;     /* bucket b's runs: runs[first_run[b] .. first_run[b + 1]) */
     ExecCudaOverlap stats;
 };
@@ -1560,23 +1521,11 @@ static void order_buckets(const ExecCuda *ex, struct Overlap *o) {
 
 /* Bucket by bucket, the trained parameters' gradients as runs (see above). */
 static void make_runs(const ExecCuda *ex, struct Overlap *o, bool to_owner) {
-    const Plan *p = ex->plan;
+    o->runs = xmalloc(((size_t)ex->plan->n_params + 1) * sizeof *o->runs);
     int32_t n = 0;
-    o->runs = xmalloc((ex->n_trainable + 1) * sizeof *o->runs);
     for (int32_t b = 0; b < o->n_buckets; b++) {
         o->first_run[b] = n;
-        for (int32_t i = 0, j = 0; i < p->n_params; i++) { /* j: among the trained parameters (owner's index) */
-            const PlanParam *pp = &p->params[i];
-            if (!has_master(pp)) continue;
-            const int root = to_owner ? ex->owner[j] : -1;
-            j++;
-            if (pp->layer + 1 != b) continue;
-            const PlanTensor *t = &p->tensors[pp->grad];
-            OverlapRun *last = n > o->first_run[b] ? &o->runs[n - 1] : NULL;
-            const int64_t end = last ? (last->at + last->n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN : -1;
-            if (last && last->root == root && end == t->offset) last->n = t->offset + t->numel - last->at;
-            else o->runs[n++] = (OverlapRun){t->offset, t->numel, root};
-        }
+        n += (int32_t)param_runs(ex, b, RUN_GRADS, to_owner, o->runs + n);
         if (n > o->first_run[b]) o->stats.buckets++;
     }
     o->first_run[o->n_buckets] = n;
@@ -1612,10 +1561,10 @@ static bool start_bucket(ExecCuda *ex, int32_t b, bool early) {
         !cudrv_stream_wait(ex->d, o->stream, o->event, what, ex->err, ex->errlen))
         return false;
     for (int32_t r = r0; r < r1; r++) {
-        const OverlapRun *run = &o->runs[r];
-        const CuPtr g = ex->region[PLAN_GRAD] + (CuPtr)run->at * 4;
-        if (run->root >= 0 ? !ncl_start_reduce_sum(o->nccl, g, g, (size_t)run->n, run->root, o->stream, what, ex->err,
-                                                   ex->errlen)
+        const Run *run = &o->runs[r];
+        const CuPtr g = run_addr(ex, run, true);
+        if (run->owner >= 0 ? !ncl_start_reduce_sum(o->nccl, g, g, (size_t)run->n, run->owner, o->stream, what, ex->err,
+                                                    ex->errlen)
                            : !ncl_start_allreduce_sum(o->nccl, g, g, (size_t)run->n, o->stream, what, ex->err, ex->errlen))
             return false;
     }
