@@ -48,36 +48,40 @@ typedef struct {
     int32_t fused_into;
 } OpLaunch;
 
-/* ZeRO-3's state: see "ZeRO-3" below. */
-#define Z3_SLOTS 3
-#define Z3_NEED 3 /* the groups one launch may touch: two layers at most, and those outside */
+/* ZeRO-2/3's windows: see "ZeRO-2/3" below. */
+#define WIN_SLOTS 3
+#define WIN_NEED 3 /* the groups one launch may touch: two layers at most, and those outside */
 
 typedef struct {
     int32_t *params, n;        /* plan parameters, in plan order */
-    int64_t bytes, grad_bytes; /* what the other ranks' values (16-bit) and gradients (fp32) take */
+    int64_t bytes, grad_bytes; /* what the other ranks' values (16-bit, ZeRO-3) and gradients (fp32) take */
     int slot;                  /* the window holding it, or -1 */
+    int32_t last_write;        /* the op after which a training call adds nothing more to its gradients */
     bool dirty;                /* its window's gradients have something for their owners */
-} Z3Group;
+    bool reducing;             /* their reduction is on the stream, not yet waited for */
+} WinGroup;
 
-typedef struct Zero3 {
+typedef struct Windows {
+    bool values;                   /* ZeRO-3: the 16-bit values are sharded too; ZeRO-2: the gradients only */
     int32_t *param_of;             /* per tensor: the plan parameter it is the value or gradient of, or -1 */
     int64_t *at, *grad_at;         /* per plan parameter of another rank: byte offsets in its window */
-    Z3Group *group;                /* L + 1: 0 outside the layers, l + 1 layer l */
-    int32_t (*need)[Z3_NEED];      /* per op: the groups its launches touch, -1 after the last */
+    WinGroup *group;               /* L + 1: 0 outside the layers, l + 1 layer l */
+    int32_t (*need)[WIN_NEED];     /* per op: the groups its launches touch, -1 after the last */
     uint8_t *writes;               /* per op: bit k when its launches add to need[k]'s gradients */
-    CuPtr own, own_grad;           /* the allocations behind ex->shadow and ex->region[PLAN_GRAD] */
+    CuPtr own, own_grad;           /* the allocations behind ex->shadow (ZeRO-3) and ex->region[PLAN_GRAD] */
     int64_t own_from, own_elems;   /* this rank's values: PARAM elements [own_from, own_from + own_elems) */
     int64_t grad_from, grad_elems; /* and gradients: GRAD elements */
-    CuPtr slot[Z3_SLOTS], slot_grad[Z3_SLOTS];
-    int64_t slot_bytes[Z3_SLOTS], slot_grad_bytes[Z3_SLOTS];
-    int32_t slot_group[Z3_SLOTS];
-    uint64_t slot_used[Z3_SLOTS], clock;
-    int64_t gathers;
+    CuPtr slot[WIN_SLOTS], slot_grad[WIN_SLOTS];
+    int64_t slot_bytes[WIN_SLOTS], slot_grad_bytes[WIN_SLOTS];
+    int32_t slot_group[WIN_SLOTS];
+    uint64_t slot_used[WIN_SLOTS], clock;
+    int64_t gathers, early;        /* groups gathered (ZeRO-3); reductions started as the backward pass went on */
     NclComm *nccl;
-} Zero3;
+    void *stream, *event;          /* every collective here goes to `stream`, after `event` on the compute one */
+} Windows;
 
-static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen);
-static void z3_free(ExecCuda *ex);
+static bool win_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen);
+static void win_free(ExecCuda *ex);
 
 struct ExecCuda {
     const Plan *plan;
@@ -111,7 +115,7 @@ struct ExecCuda {
     size_t own0, own1;                 /* the trainable parameters updated here: [own0, own1) (all without ZeRO) */
     int64_t state0, block0, n_blocks;  /* their first state value and optimizer block, their block count */
     CuPtr sumsq;                       /* grad_norm_finish's sum of squares (one double) */
-    Zero3 *z3;                         /* ZeRO-3: the parameters' windows; else NULL */
+    Windows *win;                      /* ZeRO-2/3: the gradients' (ZeRO-3: and values') windows; else NULL */
     uint64_t step;
     bool train;
     char *err;
@@ -291,25 +295,28 @@ typedef struct {
 
 #define GUARD_BYTE 0xA5
 
-/* ZeRO-3: what this rank keeps of the weights and gradients, and its windows (MiB); "" else. */
-static void z3_say(const ExecCuda *ex, char *buf, size_t len) {
-    const Zero3 *z = ex->z3;
+/* ZeRO-2/3: what this rank keeps of the weights (ZeRO-3) and gradients, and its windows (MiB). */
+static void win_say(const ExecCuda *ex, char *buf, size_t len) {
+    const Windows *z = ex->win;
     const double mib = 1 << 20;
     int64_t win = 0;
-    for (int k = 0; k < Z3_SLOTS; k++) win += z->slot_bytes[k] + z->slot_grad_bytes[k];
-    snprintf(buf, len, "; its own 16-bit weights, %lld of %lld values, and their gradients, %lld of %lld; gather "
-             "windows %.1f (one for the parameters outside the layers, two for layers)",
-             (long long)z->own_elems, (long long)ex->plan->region_size[PLAN_PARAM], (long long)z->grad_elems,
-             (long long)ex->plan->region_size[PLAN_GRAD], (double)win / mib);
+    for (int k = 0; k < WIN_SLOTS; k++) win += z->slot_bytes[k] + z->slot_grad_bytes[k];
+    char weights[96] = "";
+    if (z->values)
+        snprintf(weights, sizeof weights, "16-bit weights, %lld of %lld values, and their ", (long long)z->own_elems,
+                 (long long)ex->plan->region_size[PLAN_PARAM]);
+    snprintf(buf, len, "; its own %sgradients, %lld of %lld; %s windows %.1f (one for the parameters outside the "
+             "layers, two for layers)", weights, (long long)z->grad_elems, (long long)ex->plan->region_size[PLAN_GRAD],
+             z->values ? "gather" : "gradient", (double)win / mib);
 }
 
 static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size_t errlen) {
     const Plan *p = ex->plan;
     const int64_t N = p->B * p->T, *rs = p->region_size;
-    Zero3 *z = ex->z3;
+    Windows *z = ex->win;
     Alloc a[] = {
         {&ex->master, ex->n_state * 4, "fp32 master weights"},
-        {z ? &z->own : &ex->shadow, (z ? z->own_elems : rs[PLAN_PARAM]) * 2,
+        {z && z->values ? &z->own : &ex->shadow, (z ? z->own_elems : rs[PLAN_PARAM]) * 2,
          ex->storage == CU_F16 ? "f16 weights" : "bf16 weights"},
         {z ? &z->own_grad : &ex->region[PLAN_GRAD], (z ? z->grad_elems : rs[PLAN_GRAD]) * 4, "gradients"},
         {&ex->m, ex->n_state * 4, "AdamW exp_avg"},
@@ -328,24 +335,24 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
         {&ex->norm_coef, 12, "gradient norm"},
         {&ex->sumsq, 8, "gradient norm"},
         {&ex->inv_freq, (int64_t)sizeof ex->inv_freq_h, "rope frequencies"},
-        {z ? &z->slot[0] : NULL, z ? z->slot_bytes[0] : 0, "ZeRO-3 window"},
-        {z ? &z->slot[1] : NULL, z ? z->slot_bytes[1] : 0, "ZeRO-3 window"},
-        {z ? &z->slot[2] : NULL, z ? z->slot_bytes[2] : 0, "ZeRO-3 window"},
-        {z ? &z->slot_grad[0] : NULL, z ? z->slot_grad_bytes[0] : 0, "ZeRO-3 gradient window"},
-        {z ? &z->slot_grad[1] : NULL, z ? z->slot_grad_bytes[1] : 0, "ZeRO-3 gradient window"},
-        {z ? &z->slot_grad[2] : NULL, z ? z->slot_grad_bytes[2] : 0, "ZeRO-3 gradient window"},
+        {z && z->values ? &z->slot[0] : NULL, z ? z->slot_bytes[0] : 0, "ZeRO-3 window"},
+        {z && z->values ? &z->slot[1] : NULL, z ? z->slot_bytes[1] : 0, "ZeRO-3 window"},
+        {z && z->values ? &z->slot[2] : NULL, z ? z->slot_bytes[2] : 0, "ZeRO-3 window"},
+        {z ? &z->slot_grad[0] : NULL, z ? z->slot_grad_bytes[0] : 0, "ZeRO gradient window"},
+        {z ? &z->slot_grad[1] : NULL, z ? z->slot_grad_bytes[1] : 0, "ZeRO gradient window"},
+        {z ? &z->slot_grad[2] : NULL, z ? z->slot_grad_bytes[2] : 0, "ZeRO gradient window"},
     };
     int64_t total = 32 << 20; /* cudrv's cuBLASLt workspace */
     for (size_t i = 0; i < sizeof a / sizeof *a; i++) total += a[i].bytes;
     size_t free_b = 0, total_b = 0;
     cudrv_mem_info(ex->d, &free_b, &total_b);
     const double mib = 1 << 20;
-    char line[1280], zero[512] = "", z3[256] = ""; /* one write: under ZeRO every rank prints its own line */
-    if (z) z3_say(ex, z3, sizeof z3);
+    char line[1280], zero[640] = "", windows[320] = ""; /* one write: under ZeRO every rank prints its own line */
+    if (z) win_say(ex, windows, sizeof windows);
     if (ex->owner)
         snprintf(zero, sizeof zero, "; rank %d, ZeRO-%d: fp32 masters and AdamW state of its %lld of %lld trained "
                  "values (all of them: weights %.1f fp32, AdamW %.1f)%s", ex->rank, ex->stage, (long long)ex->n_state,
-                 (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib, z3);
+                 (long long)all_state, (double)all_state * 4 / mib, (double)all_state * 8 / mib, windows);
     snprintf(line, sizeof line, "device memory: %.1f MiB planned (weights %.1f fp32 trained + %.1f %s, gradients %.1f, "
              "AdamW %.1f, activations %.1f%s, loss chunks %.1f, workspace 32.0) of %.1f MiB free on the GPU (%.1f MiB)%s\n",
              (double)total / mib, (double)a[0].bytes / mib, (double)a[1].bytes / mib,
@@ -363,7 +370,7 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
                        !cudrv_zero(ex->d, *a[i].p, (size_t)a[i].bytes, a[i].what, err, errlen)))
             return false;
     if (z) { /* the regions' bases, as if whole: only this rank's offsets are ever used with them */
-        ex->shadow = z->own - (CuPtr)z->own_from * 2;
+        if (z->values) ex->shadow = z->own - (CuPtr)z->own_from * 2;
         ex->region[PLAN_GRAD] = z->own_grad - (CuPtr)z->grad_from * 4;
     }
     if (!ex->guard) return true;
@@ -582,7 +589,7 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
     lay_out_act(ex, ex->guard, &ex->act);
     int64_t all_state = 0;
     if (!take_share(ex, shard, &all_state, err, errlen) ||
-        (shard && shard->param_owner && !z3_setup(ex, shard, err, errlen)) ||
+        (shard && (shard->param_owner || shard->stage == 2) && !win_setup(ex, shard, err, errlen)) ||
         !allocate(ex, all_state, log, err, errlen)) {
         exec_cuda_free(ex);
         return NULL;
@@ -592,7 +599,7 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
 
 void exec_cuda_free(ExecCuda *ex) {
     if (!ex) return;
-    z3_free(ex);
+    win_free(ex);
     overlap_free(ex);
     CuPtr *ptrs[] = {&ex->master, &ex->region[1], &ex->region[2], &ex->region[3], &ex->shadow, &ex->m, &ex->v,
                      &ex->colsum, &ex->partial, &ex->norm_coef, &ex->chunk, &ex->dchunk, &ex->row_max, &ex->row_sum,
@@ -649,15 +656,16 @@ static void pack_masters(ExecCuda *ex, float *packed, bool to_host) {
     }
 }
 
-/* ZeRO-3 keeps a slice of the 16-bit weights (see own_slice); everything else all of them. */
-static void z3_or_whole(const ExecCuda *ex, bool grad, int64_t *from, int64_t *n) {
-    if (ex->z3) *from = grad ? ex->z3->grad_from : ex->z3->own_from, *n = grad ? ex->z3->grad_elems : ex->z3->own_elems;
+/* ZeRO-3 keeps a slice of the 16-bit weights, ZeRO-2/3 of the gradients (see own_slice); everything
+ * else all of them. */
+static void win_or_whole(const ExecCuda *ex, bool grad, int64_t *from, int64_t *n) {
+    if (ex->win) *from = grad ? ex->win->grad_from : ex->win->own_from, *n = grad ? ex->win->grad_elems : ex->win->own_elems;
     else *from = 0, *n = ex->plan->region_size[grad ? PLAN_GRAD : PLAN_PARAM];
 }
 
 bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
     int64_t from, n;
-    z3_or_whole(ex, false, &from, &n);
+    win_or_whole(ex, false, &from, &n);
     uint16_t *h = xmalloc((size_t)n * 2 + 2);
     const float *host = ex->host[0] + from;
     for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(host[i]) : to_bf16(host[i]);
@@ -691,13 +699,13 @@ bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen) {
 }
 
 bool exec_cuda_grads_to_host(ExecCuda *ex, char *err, size_t errlen) {
-    if (ex->z3) return errf(err, errlen, "ZeRO-3 on GPUs reduces the gradients by NCCL, not through host copies");
+    if (ex->win) return errf(err, errlen, "ZeRO-%d on GPUs reduces the gradients by NCCL, not through host copies", ex->stage);
     return cudrv_get(ex->d, ex->host[1], ex->region[PLAN_GRAD], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
                      "download gradients", err, errlen);
 }
 
 bool exec_cuda_grads_to_device(ExecCuda *ex, char *err, size_t errlen) {
-    if (ex->z3) return errf(err, errlen, "ZeRO-3 on GPUs reduces the gradients by NCCL, not through host copies");
+    if (ex->win) return errf(err, errlen, "ZeRO-%d on GPUs reduces the gradients by NCCL, not through host copies", ex->stage);
     return cudrv_put(ex->d, ex->region[PLAN_GRAD], ex->host[1], (size_t)ex->plan->region_size[PLAN_GRAD] * 4,
                      "upload gradients", err, errlen);
 }
@@ -714,19 +722,28 @@ bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t er
 
 bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
     int64_t from, n;
-    z3_or_whole(ex, true, &from, &n);
+    win_or_whole(ex, true, &from, &n);
     return cudrv_zero(ex->d, ex->region[PLAN_GRAD] + (CuPtr)from * 4, (size_t)n * 4, "zero gradients", err, errlen);
 }
 
-// --- ZeRO-3: parameters sharded, gathered a layer at a time
+// --- ZeRO-2/3: gradients (ZeRO-3: and 16-bit values) sharded, a layer at a time in windows
 
-/* Windows: 0 holds the other ranks' parameters outside the layers (the embedding, the final norm,
- * the LM head: used at both ends of a step, so they stay for the whole call), 1 and 2 a layer's
- * each, least recently used out. The rank's own parameters and gradients never move: they stay
- * in its slices, where ex->shadow and ex->region[PLAN_GRAD] point as if the whole regions were
- * there (the optimizer's tables and dptr index them by the plan's offsets, and touch only this
- * rank's). A window's gradients start at zero; the owner's slice accumulates in place, and a
- * reduction sums every rank's into it. */
+/* Each rank keeps the gradients of its own parameters only, in its slice of GRAD, where
+ * ex->region[PLAN_GRAD] points as if the whole region were there (the optimizer's tables and
+ * dptr index it by the plan's offsets, and touch only this rank's); under ZeRO-3 the same goes
+ * for the 16-bit values and ex->shadow. The other ranks' parameters a launch touches sit in
+ * windows: 0 for those outside the layers (the embedding, the final norm, the LM head: used at
+ * both ends of a step, so they stay for the whole call), 1 and 2 for a layer's each, least
+ * recently used out. ZeRO-3 gathers their values there from the owners (ncclBroadcast); ZeRO-2
+ * keeps every value whole and only puts their gradients there.
+ *
+ * A window's gradients start at zero; the owner's slice accumulates in place, so an ncclReduce
+ * in place sums every rank's part into it. It is started on the windows' stream as soon as the
+ * op that adds last to the group's gradients in this call is launched (`last_write`), while the
+ * backward pass goes on with the layers below, and waited for when the window is reused or the
+ * call ends. Every collective here goes to that one stream, after an event that makes it wait for
+ * what the compute stream (the legacy one every launch goes to) has so far: a gather's window may
+ * still be read by launches before it, and a reduction's input is written by them. */
 
 static int64_t plan_aligned(int64_t n) { return (n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
 
@@ -753,25 +770,29 @@ static bool own_slice(const ExecCuda *ex, bool grad, int64_t *from, int64_t *ele
     return true;
 }
 
-static bool z3_add_need(Zero3 *z, int32_t op, int32_t g, bool grad) {
-    for (int k = 0; k < Z3_NEED; k++) {
+static bool win_add_need(Windows *z, int32_t op, int32_t g, bool grad) {
+    for (int k = 0; k < WIN_NEED; k++) {
         if (z->need[op][k] < 0) z->need[op][k] = g;
         if (z->need[op][k] != g) continue;
-        if (grad) z->writes[op] |= (uint8_t)(1u << k);
+        if (grad) {
+            z->writes[op] |= (uint8_t)(1u << k);
+            if (op > z->group[g].last_write) z->group[g].last_write = op;
+        }
         return true;
     }
     return false;
 }
 
-/* Each launching op's groups: its own tensors' and those of the ops fused into it (the LM head's
- * two products belong to the loss, which computes them). */
-static bool z3_map_ops(ExecCuda *ex, char *err, size_t errlen) {
+/* Each launching op's groups (ZeRO-2: those whose gradients it touches): its own tensors' and
+ * those of the ops fused into it (the LM head's two products belong to the loss, which computes
+ * them). */
+static bool win_map_ops(ExecCuda *ex, char *err, size_t errlen) {
     const Plan *p = ex->plan;
-    Zero3 *z = ex->z3;
+    Windows *z = ex->win;
     z->need = xmalloc(((size_t)p->n_ops + 1) * sizeof *z->need);
     z->writes = xcalloc((size_t)p->n_ops + 1, 1);
     for (int32_t i = 0; i < p->n_ops; i++)
-        for (int k = 0; k < Z3_NEED; k++) z->need[i][k] = -1;
+        for (int k = 0; k < WIN_NEED; k++) z->need[i][k] = -1;
     for (int32_t j = 0; j < p->n_ops; j++) {
         const PlanOp *op = &p->ops[j];
         int32_t at = j;
@@ -783,14 +804,15 @@ static bool z3_map_ops(ExecCuda *ex, char *err, size_t errlen) {
         for (int k = 0; k < PLAN_TMP; k++) ids[n++] = op->tmp[k];
         for (int k = 0; k < n; k++) {
             const int32_t prm = ids[k] >= 0 ? z->param_of[ids[k]] : -1;
-            if (prm >= 0 && !z3_add_need(z, at, p->params[prm].layer + 1, p->tensors[ids[k]].region == PLAN_GRAD))
-                return errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of more than %d groups; this plan "
-                            "cannot be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), Z3_NEED);
+            const bool grad = prm >= 0 && p->tensors[ids[k]].region == PLAN_GRAD;
+            if (prm >= 0 && (grad || z->values) && !win_add_need(z, at, p->params[prm].layer + 1, grad))
+                return errf(err, errlen, "ZeRO: op %d (%s) uses the parameters of more than %d groups; this plan "
+                            "cannot be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), WIN_NEED);
         }
         int layers = 0;
-        for (int k = 0; k < Z3_NEED; k++) layers += z->need[at][k] > 0;
-        if (layers > Z3_SLOTS - 1)
-            return errf(err, errlen, "ZeRO-3: op %d (%s) uses the parameters of %d layers at once; this plan cannot "
+        for (int k = 0; k < WIN_NEED; k++) layers += z->need[at][k] > 0;
+        if (layers > WIN_SLOTS - 1)
+            return errf(err, errlen, "ZeRO: op %d (%s) uses the parameters of %d layers at once; this plan cannot "
                         "be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), layers);
     }
     return true;
@@ -798,36 +820,38 @@ static bool z3_map_ops(ExecCuda *ex, char *err, size_t errlen) {
 
 /* Each group's parameters and the bytes the other ranks' take in a window (plan order, aligned
  * as the plan aligns them, so one owner's neighbours in the region are neighbours there too). */
-static void z3_lay_out(ExecCuda *ex) {
+static void win_lay_out(ExecCuda *ex) {
     const Plan *p = ex->plan;
-    Zero3 *z = ex->z3;
+    Windows *z = ex->win;
     z->group = xcalloc((size_t)p->L + 1, sizeof *z->group);
     z->at = xcalloc((size_t)p->n_params + 1, sizeof *z->at);
     z->grad_at = xcalloc((size_t)p->n_params + 1, sizeof *z->grad_at);
+    for (int32_t g = 0; g <= p->L; g++) z->group[g].slot = -1, z->group[g].last_write = -1;
     for (int32_t i = 0; i < p->n_params; i++) {
         const PlanParam *pp = &p->params[i];
-        Z3Group *g = &z->group[pp->layer + 1];
+        WinGroup *g = &z->group[pp->layer + 1];
         g->params = xrealloc(g->params, ((size_t)g->n + 1) * sizeof *g->params);
         g->params[g->n++] = i;
         if (ex->param_owner[i] == ex->rank) continue;
         const int64_t n = plan_aligned(p->tensors[pp->tensor].numel);
-        z->at[i] = g->bytes, g->bytes += 2 * n;
+        if (z->values) z->at[i] = g->bytes, g->bytes += 2 * n;
         if (pp->grad >= 0) z->grad_at[i] = g->grad_bytes, g->grad_bytes += 4 * n;
     }
     for (int32_t g = 0; g <= p->L; g++) {
-        z->group[g].slot = -1;
         const int k = g == 0 ? 0 : 1;
         if (z->group[g].bytes > z->slot_bytes[k]) z->slot_bytes[k] = z->group[g].bytes;
         if (z->group[g].grad_bytes > z->slot_grad_bytes[k]) z->slot_grad_bytes[k] = z->group[g].grad_bytes;
     }
     z->slot_bytes[2] = z->slot_bytes[1], z->slot_grad_bytes[2] = z->slot_grad_bytes[1];
-    for (int k = 0; k < Z3_SLOTS; k++) z->slot_group[k] = -1;
+    for (int k = 0; k < WIN_SLOTS; k++) z->slot_group[k] = -1;
 }
 
-static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen) {
+/* ZeRO-3 (sh->param_owner: every parameter dealt) or ZeRO-2 (the trained ones' gradients). */
+static bool win_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen) {
     const Plan *p = ex->plan;
-    Zero3 *z = ex->z3 = xcalloc(1, sizeof *z);
-    for (int32_t i = 0, k = 0; i < p->n_params; i++)
+    Windows *z = ex->win = xcalloc(1, sizeof *z);
+    z->values = sh->param_owner != NULL;
+    for (int32_t i = 0, k = 0; z->values && i < p->n_params; i++)
         if (has_master(&p->params[i]) && sh->param_owner[i] != sh->owner[k++])
             return errf(err, errlen, "ZeRO-3: %s's owner differs between the two lists", p->tensors[p->params[i].tensor].name);
     z->param_of = xmalloc(((size_t)p->n_tensors + 1) * sizeof *z->param_of);
@@ -836,44 +860,56 @@ static bool z3_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t er
         z->param_of[p->params[i].tensor] = i;
         if (p->params[i].grad >= 0) z->param_of[p->params[i].grad] = i;
     }
-    if (!own_slice(ex, false, &z->own_from, &z->own_elems) || !own_slice(ex, true, &z->grad_from, &z->grad_elems))
-        return errf(err, errlen, "ZeRO-3: rank %d's parameters are not one run of the plan's", ex->rank);
-    z3_lay_out(ex);
-    return z3_map_ops(ex, err, errlen);
+    if (!z->values) z->own_from = 0, z->own_elems = p->region_size[PLAN_PARAM];
+    if ((z->values && !own_slice(ex, false, &z->own_from, &z->own_elems)) ||
+        !own_slice(ex, true, &z->grad_from, &z->grad_elems))
+        return errf(err, errlen, "ZeRO-%d: rank %d's parameters are not one run of the plan's", ex->stage, ex->rank);
+    win_lay_out(ex);
+    return win_map_ops(ex, err, errlen) &&
+           cudrv_stream_new(ex->d, &z->stream, "the communication stream for ZeRO's windows", err, errlen) &&
+           cudrv_event_new(ex->d, &z->event, "ZeRO's windows ready for the communication stream", err, errlen);
 }
 
-static void z3_free(ExecCuda *ex) {
-    Zero3 *z = ex->z3;
+static void win_free(ExecCuda *ex) {
+    Windows *z = ex->win;
     if (!z) return;
+    char ignored[ERR_LEN]; /* at the end there is nothing left to do about a failure */
+    if (z->event) cudrv_event_free(ex->d, z->event, "ZeRO's windows ready", ignored, sizeof ignored);
+    if (z->stream) cudrv_stream_free(ex->d, z->stream, "ZeRO's communication stream", ignored, sizeof ignored);
     cudrv_free(ex->d, z->own), cudrv_free(ex->d, z->own_grad);
-    for (int k = 0; k < Z3_SLOTS; k++) cudrv_free(ex->d, z->slot[k]), cudrv_free(ex->d, z->slot_grad[k]);
-    ex->shadow = ex->region[PLAN_GRAD] = 0; /* bases into the slices, not allocations */
+    for (int k = 0; k < WIN_SLOTS; k++) cudrv_free(ex->d, z->slot[k]), cudrv_free(ex->d, z->slot_grad[k]);
+    if (z->values) ex->shadow = 0; /* bases into the slices, not allocations */
+    ex->region[PLAN_GRAD] = 0;
     for (int32_t g = 0; z->group && g <= ex->plan->L; g++) free(z->group[g].params);
     free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need);
     free(z->writes), free(z);
-    ex->z3 = NULL;
+    ex->win = NULL;
 }
 
 void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c) {
-    if (ex->z3) ex->z3->nccl = c;
+    if (ex->win) ex->win->nccl = c;
 }
 
-int64_t exec_cuda_gathers(const ExecCuda *ex) { return ex->z3 ? ex->z3->gathers : 0; }
+int64_t exec_cuda_gathers(const ExecCuda *ex) { return ex->win ? ex->win->gathers : 0; }
 
-/* Where parameter i's value (or gradient) is now: this rank's slice, or its group's window. */
-static CuPtr z3_addr(const ExecCuda *ex, int32_t i, bool grad) {
-    const Zero3 *z = ex->z3;
+int64_t exec_cuda_early_reductions(const ExecCuda *ex) { return ex->win ? ex->win->early : 0; }
+
+/* Where parameter i's value (or gradient) is now: this rank's slice (ZeRO-2: every value), or its
+ * group's window. */
+static CuPtr win_addr(const ExecCuda *ex, int32_t i, bool grad) {
+    const Windows *z = ex->win;
     const PlanParam *pp = &ex->plan->params[i];
     const PlanTensor *t = &ex->plan->tensors[grad ? pp->grad : pp->tensor];
-    if (ex->param_owner[i] == ex->rank) return grad ? ex->region[PLAN_GRAD] + (CuPtr)t->offset * 4 : ex->shadow + (CuPtr)t->offset * 2;
+    if (ex->param_owner[i] == ex->rank || (!grad && !z->values))
+        return grad ? ex->region[PLAN_GRAD] + (CuPtr)t->offset * 4 : ex->shadow + (CuPtr)t->offset * 2;
     const int slot = z->group[pp->layer + 1].slot;
-    assert(slot >= 0); /* z3_before gathered every group an op touches */
+    assert(slot >= 0); /* win_before put every group an op touches in a window */
     return grad ? z->slot_grad[slot] + (CuPtr)z->grad_at[i] : z->slot[slot] + (CuPtr)z->at[i];
 }
 
 /* One collective's worth of parameters: tensors lying one after the other in their region (plan
  * order, PLAN_ALIGN apart; a run spans the padding between them, which nothing uses) with one
- * owner, and so, under ZeRO-3, one after the other in a window too (z3_lay_out). */
+ * owner, and so one after the other in a window too (win_lay_out). */
 typedef struct {
     int32_t first; /* plan parameter */
     int64_t at, n; /* elements of the region: the first's offset, up to the end of the last tensor */
@@ -900,18 +936,20 @@ static size_t param_runs(const ExecCuda *ex, int32_t g, RunOf of, bool by_owner,
     return n;
 }
 
-/* Where a run is on this GPU: under ZeRO-3 its owner's slice or its group's window. */
+/* Where a run is on this GPU: under ZeRO-2/3 its owner's slice or its group's window. */
 static CuPtr run_addr(const ExecCuda *ex, const Run *r, bool grad) {
-    if (ex->z3) return z3_addr(ex, r->first, grad);
+    if (ex->win) return win_addr(ex, r->first, grad);
     return grad ? ex->region[PLAN_GRAD] + (CuPtr)r->at * 4 : ex->shadow + (CuPtr)r->at * 2;
 }
 
 /* Group g's (g < 0: every group's) trained gradients summed over the ranks at their owners
- * (grad: one ncclReduce per run), or 16-bit values from their owners to every rank (every
- * parameter's under ZeRO-3, else the trained ones': one ncclBroadcast per run). */
-static bool owner_collectives(ExecCuda *ex, NclComm *c, int32_t g, bool grad, char *err, size_t errlen) {
+ * (grad: one ncclReduce per run, started on stream and not waited for), or 16-bit values from
+ * their owners to every rank (every parameter's under ZeRO-3, else the trained ones': one
+ * ncclBroadcast per run, waited for). */
+static bool owner_collectives(ExecCuda *ex, NclComm *c, int32_t g, bool grad, void *stream, char *err, size_t errlen) {
+    const bool z3 = ex->win && ex->win->values;
     Run *runs = xmalloc(((size_t)ex->plan->n_params + 1) * sizeof *runs);
-    const size_t n = param_runs(ex, g, grad ? RUN_GRADS : ex->z3 ? RUN_VALUES : RUN_TRAINED_VALUES, true, runs);
+    const size_t n = param_runs(ex, g, grad ? RUN_GRADS : z3 ? RUN_VALUES : RUN_TRAINED_VALUES, true, runs);
     char whose[48];
     if (g < 0) snprintf(whose, sizeof whose, "the trained parameters");
     else if (g == 0) snprintf(whose, sizeof whose, "the parameters outside the layers");
@@ -920,65 +958,88 @@ static bool owner_collectives(ExecCuda *ex, NclComm *c, int32_t g, bool grad, ch
     for (size_t r = 0; r < n && ok; r++) {
         char what[96];
         const CuPtr a = run_addr(ex, &runs[r], grad);
-        snprintf(what, sizeof what, "%s%s: %s rank %d", ex->z3 ? "ZeRO-3, " : "", whose,
+        snprintf(what, sizeof what, "%s%s: %s rank %d", ex->win ? z3 ? "ZeRO-3, " : "ZeRO-2, " : "", whose,
                  grad ? "gradients to" : "16-bit weights from", runs[r].owner);
-        ok = grad ? ncl_reduce_sum(c, a, a, (size_t)runs[r].n, runs[r].owner, NULL, what, err, errlen)
-                  : ncl_broadcast_bytes(c, a, a, (size_t)runs[r].n * 2, runs[r].owner, NULL, what, err, errlen);
+        ok = grad ? ncl_start_reduce_sum(c, a, a, (size_t)runs[r].n, runs[r].owner, stream, what, err, errlen)
+                  : ncl_broadcast_bytes(c, a, a, (size_t)runs[r].n * 2, runs[r].owner, stream, what, err, errlen);
     }
     free(runs);
     return ok;
 }
 
-/* Group g's values from their owners into every rank's window, or (grad) its gradients summed
- * over the ranks into their owners' slices. */
-static bool z3_move(ExecCuda *ex, int32_t g, bool grad) {
-    return owner_collectives(ex, ex->z3->nccl, g, grad, ex->err, ex->errlen);
+/* Group g's values from their owners into every rank's window (waited for), or (grad) its
+ * gradients summed over the ranks into their owners' slices (started), on the windows' stream
+ * once the compute stream's launches so far are done. */
+static bool win_move(ExecCuda *ex, int32_t g, bool grad) {
+    Windows *z = ex->win;
+    const char *what = grad ? "ZeRO: gradients ready for their owners" : "ZeRO-3: a window free for a gather";
+    return cudrv_event_record(ex->d, z->event, NULL, what, ex->err, ex->errlen) &&
+           cudrv_stream_wait(ex->d, z->stream, z->event, what, ex->err, ex->errlen) &&
+           owner_collectives(ex, z->nccl, g, grad, z->stream, ex->err, ex->errlen);
 }
 
-/* Every rank's part of group g's values into window k, its gradients there from zero. */
-static bool z3_gather(ExecCuda *ex, int32_t g, int k) {
-    Zero3 *z = ex->z3;
+/* Every reduction started so far done: their inputs free for reuse. */
+static bool win_wait(ExecCuda *ex) {
+    Windows *z = ex->win;
+    for (int32_t g = 0; g <= ex->plan->L; g++) z->group[g].reducing = false;
+    return ncl_wait(z->nccl, z->stream, ex->err, ex->errlen);
+}
+
+/* Group g's gradients on their way to their owners, when it has some. */
+static bool win_reduce(ExecCuda *ex, int32_t g) {
+    WinGroup *grp = &ex->win->group[g];
+    if (!grp->dirty) return true;
+    grp->dirty = false, grp->reducing = true;
+    return win_move(ex, g, true);
+}
+
+/* Group g in window k: its gradients there from zero; under ZeRO-3 every rank's part of its
+ * values. */
+static bool win_gather(ExecCuda *ex, int32_t g, int k) {
+    Windows *z = ex->win;
     z->group[g].slot = k, z->slot_group[k] = g;
+    if (!cudrv_zero(ex->d, z->slot_grad[k], (size_t)z->group[g].grad_bytes, "ZeRO gradient window", ex->err,
+                    ex->errlen))
+        return false;
+    if (!z->values) return true;
     z->gathers++;
-    return cudrv_zero(ex->d, z->slot_grad[k], (size_t)z->group[g].grad_bytes, "ZeRO-3 gradient window", ex->err,
-                      ex->errlen) &&
-           z3_move(ex, g, false);
+    return win_move(ex, g, false);
 }
 
-/* Empty window k (its gradients to their owners first, when it has some). */
-static bool z3_evict(ExecCuda *ex, int k) {
-    Zero3 *z = ex->z3;
+/* Empty window k (its gradients with their owners first). */
+static bool win_evict(ExecCuda *ex, int k) {
+    Windows *z = ex->win;
     const int32_t g = z->slot_group[k];
     if (g < 0) return true;
-    if (z->group[g].dirty && !z3_move(ex, g, true)) return false;
-    z->group[g].dirty = false, z->group[g].slot = -1, z->slot_group[k] = -1;
+    if (!win_reduce(ex, g) || (z->group[g].reducing && !win_wait(ex))) return false;
+    z->group[g].slot = -1, z->slot_group[k] = -1;
     return true;
 }
 
 /* The window for group g: 0 for the parameters outside the layers; else an empty layer window,
  * or the one used least recently that op's other groups (`need`) do not hold. */
-static int z3_pick_slot(const Zero3 *z, int32_t g, const int32_t *need) {
+static int win_pick_slot(const Windows *z, int32_t g, const int32_t *need) {
     if (g == 0) return 0;
     int best = -1;
-    for (int k = 1; k < Z3_SLOTS; k++) {
+    for (int k = 1; k < WIN_SLOTS; k++) {
         if (z->slot_group[k] < 0) return k;
         bool pinned = false;
-        for (int j = 0; j < Z3_NEED; j++) pinned = pinned || need[j] == z->slot_group[k];
+        for (int j = 0; j < WIN_NEED; j++) pinned = pinned || need[j] == z->slot_group[k];
         if (!pinned && (best < 0 || z->slot_used[k] < z->slot_used[best])) best = k;
     }
-    return best; /* z3_map_ops checked that an op needs two layers at most */
+    return best; /* win_map_ops checked that an op needs two layers at most */
 }
 
 /* Before op i: every group it touches in a window, marked when it adds to their gradients. */
-static bool z3_before(ExecCuda *ex, int32_t i) {
-    Zero3 *z = ex->z3;
+static bool win_before(ExecCuda *ex, int32_t i) {
+    Windows *z = ex->win;
     if (!z) return true;
-    for (int k = 0; k < Z3_NEED && z->need[i][k] >= 0; k++) {
+    for (int k = 0; k < WIN_NEED && z->need[i][k] >= 0; k++) {
         const int32_t g = z->need[i][k];
-        Z3Group *grp = &z->group[g];
+        WinGroup *grp = &z->group[g];
         if (grp->slot < 0) {
-            const int s = z3_pick_slot(z, g, z->need[i]);
-            if (!z3_evict(ex, s) || !z3_gather(ex, g, s)) return false;
+            const int s = win_pick_slot(z, g, z->need[i]);
+            if (!win_evict(ex, s) || !win_gather(ex, g, s)) return false;
         }
         z->slot_used[grp->slot] = ++z->clock;
         if (ex->train && (z->writes[i] >> k & 1)) grp->dirty = true;
@@ -986,23 +1047,37 @@ static bool z3_before(ExecCuda *ex, int32_t i) {
     return true;
 }
 
+/* After op i of a training call: the reductions of the groups it was the last to add to. */
+static bool win_after_op(ExecCuda *ex, int32_t i) {
+    Windows *z = ex->win;
+    if (!z || !ex->train) return true;
+    for (int k = 0; k < WIN_NEED && z->need[i][k] >= 0; k++) {
+        const int32_t g = z->need[i][k];
+        if (z->group[g].last_write != i || !z->group[g].dirty) continue;
+        z->early++;
+        if (!win_reduce(ex, g)) return false;
+    }
+    return true;
+}
+
 /* After a call: every gradient at its owner, every window empty (the optimizer changes the
- * owners' values before the next call). After a failed collective nothing more is sent. */
-static bool z3_after(ExecCuda *ex, bool ok) {
-    Zero3 *z = ex->z3;
+ * owners' values before the next call). After a failure nothing more is sent or waited for. */
+static bool win_after(ExecCuda *ex, bool ok) {
+    Windows *z = ex->win;
     if (!z) return ok;
-    for (int k = 0; k < Z3_SLOTS; k++) {
-        if (z->slot_group[k] < 0) continue;
-        if (!ok) z->group[z->slot_group[k]].dirty = false;
-        ok = z3_evict(ex, k) && ok;
+    for (int k = 0; k < WIN_SLOTS; k++) {
+        const int32_t g = z->slot_group[k];
+        if (g < 0) continue;
+        if (!ok) z->group[g].dirty = z->group[g].reducing = false;
+        ok = win_evict(ex, k) && ok;
     }
     return ok;
 }
 
-static bool z3_ready(ExecCuda *ex) {
-    if (ex->z3 && !ex->z3->nccl)
-        return errf(ex->err, ex->errlen, "ZeRO-3 on GPUs gathers the parameters with NCCL, and it has none "
-                    "(exec_cuda_use_nccl)");
+static bool win_ready(ExecCuda *ex) {
+    if (ex->win && !ex->win->nccl)
+        return errf(ex->err, ex->errlen, "ZeRO-%d on GPUs moves the gradients with NCCL, and it has none "
+                    "(exec_cuda_use_nccl)", ex->stage);
     return true;
 }
 
@@ -1040,8 +1115,8 @@ static void arg_i32(Args *a, int32_t i) {
 static CuPtr dptr(const ExecCuda *ex, int32_t id) {
     if (id < 0) return 0;
     const PlanTensor *t = &ex->plan->tensors[id];
-    if (ex->z3 && (t->region == PLAN_PARAM || t->region == PLAN_GRAD))
-        return z3_addr(ex, ex->z3->param_of[id], t->region == PLAN_GRAD);
+    if (ex->win && (t->region == PLAN_PARAM || t->region == PLAN_GRAD))
+        return win_addr(ex, ex->win->param_of[id], t->region == PLAN_GRAD);
     if (t->region == PLAN_PARAM) return ex->shadow + (CuPtr)t->offset * 2;
     if (t->region == PLAN_ACT) {
         assert(ex->act.at[id] >= 0); /* every tensor a launch touches has bytes (act_lifetimes) */
@@ -1345,21 +1420,22 @@ static bool check_bounds(ExecCuda *ex, int32_t i) {
 bool exec_cuda_step(ExecCuda *ex, const ExecBatch *b, float grad_scale, ExecLoss *loss, char *err, size_t errlen) {
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = true;
-    bool ok = z3_ready(ex);
+    bool ok = win_ready(ex);
     for (int32_t i = 0; ok && i < ex->plan->n_ops; i++)
-        ok = z3_before(ex, i) && run_op(ex, i, grad_scale, loss) && check_bounds(ex, i) && overlap_after_op(ex, i);
-    return z3_after(ex, ok);
+        ok = win_before(ex, i) && run_op(ex, i, grad_scale, loss) && check_bounds(ex, i) && win_after_op(ex, i) &&
+             overlap_after_op(ex, i);
+    return win_after(ex, ok);
 }
 
 bool exec_cuda_forward(ExecCuda *ex, const ExecBatch *b, ExecLoss *loss, char *err, size_t errlen) {
     if (!prepare(ex, b, err, errlen)) return false;
     ex->train = false;
     const int32_t last = ex->plan->loss_op;
-    bool ok = z3_ready(ex);
+    bool ok = win_ready(ex);
     for (int32_t i = 0; ok && i < ex->plan->n_forward; i++)
-        ok = z3_before(ex, i) && run_op(ex, i, 0, NULL) && check_bounds(ex, i);
-    ok = ok && z3_before(ex, last) && run_op(ex, last, 0, loss) && check_bounds(ex, last);
-    return z3_after(ex, ok);
+        ok = win_before(ex, i) && run_op(ex, i, 0, NULL) && check_bounds(ex, i);
+    ok = ok && win_before(ex, last) && run_op(ex, last, 0, loss) && check_bounds(ex, last);
+    return win_after(ex, ok);
 }
 
 // --- AdamW on the GPU (adamw.cuh)
@@ -1442,31 +1518,25 @@ NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *ab
 }
 
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
-    if (ex->z3) return errf(err, errlen, "exec_cuda_allreduce_grads: ZeRO-3 reduces each layer's gradients as it goes");
+    if (ex->win) return errf(err, errlen, "exec_cuda_allreduce_grads: ZeRO-%d reduces each layer's gradients as it goes", ex->stage);
     CuPtr grads = ex->region[PLAN_GRAD];
     return ncl_allreduce_sum(c, grads, grads, (size_t)ex->plan->region_size[PLAN_GRAD], NULL, "gradients", err, errlen);
 }
 
 // --- ZeRO-1/2 over NCCL
 
-bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
-    if (!ex->owner || ex->z3)
-        return errf(err, errlen, "exec_cuda_reduce_grads: the executor is not sharded by ZeRO-1/2");
-    return owner_collectives(ex, c, -1, true, err, errlen);
-}
-
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (!ex->owner) return errf(err, errlen, "exec_cuda_broadcast_params: the executor is not sharded (ZeRO)");
-    if (ex->z3) return true; /* the next call gathers the owners' new values */
-    return owner_collectives(ex, c, -1, false, err, errlen);
+    if (ex->win && ex->win->values) return true; /* the next call gathers the owners' new values */
+    return owner_collectives(ex, c, -1, false, NULL, err, errlen);
 }
 
 // --- data parallel over NCCL, overlapped with the backward pass
 
 /* Bucket g holds the gradients of group g (exec_params_op_groups: layer g - 1's, or at 0 those
- * outside the layers) as runs of tensors that lie together in GRAD with one destination: one
- * collective each. graph.c gives GRAD tensors in parameter order, 16-float aligned, so a layer is
- * one run (ZeRO-2: one per owner in it) and the outside group two (the embedding first; the final
+ * outside the layers) as runs of tensors that lie together in GRAD: one allreduce each. graph.c
+ * gives GRAD tensors in parameter order, 16-float aligned, so a layer is one run and the outside
+ * group two (the embedding first; the final
  * norm and the LM head last); a run spans the alignment padding between its tensors, which
  * nothing else uses.
  *
@@ -1485,7 +1555,7 @@ struct Overlap {
     int32_t n_buckets;      /* plan->L + 1 */
     int32_t *ready;         /* per bucket: the op after which its gradients are final; -1: none is known */
     int32_t *order, next;   /* the buckets by ready op (then those without); the next one to start */
-    Run *runs;              /* ZeRO-2: each to its owner; else owner -1, every rank */
+    Run *runs;              /* owner -1: every rank's */
     int32_t *first_run;     /* bucket b's runs: runs[first_run[b] .. first_run[b + 1]) */
     ExecCudaOverlap stats;
 };
@@ -1520,12 +1590,12 @@ static void order_buckets(const ExecCuda *ex, struct Overlap *o) {
 }
 
 /* Bucket by bucket, the trained parameters' gradients as runs (see above). */
-static void make_runs(const ExecCuda *ex, struct Overlap *o, bool to_owner) {
+static void make_runs(const ExecCuda *ex, struct Overlap *o) {
     o->runs = xmalloc(((size_t)ex->plan->n_params + 1) * sizeof *o->runs);
     int32_t n = 0;
     for (int32_t b = 0; b < o->n_buckets; b++) {
         o->first_run[b] = n;
-        n += (int32_t)param_runs(ex, b, RUN_GRADS, to_owner, o->runs + n);
+        n += (int32_t)param_runs(ex, b, RUN_GRADS, false, o->runs + n);
         if (n > o->first_run[b]) o->stats.buckets++;
     }
     o->first_run[o->n_buckets] = n;
@@ -1533,6 +1603,7 @@ static void make_runs(const ExecCuda *ex, struct Overlap *o, bool to_owner) {
 
 bool exec_cuda_overlap_start(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (ex->dp) return true;
+    if (ex->win) return errf(err, errlen, "exec_cuda_overlap_start: ZeRO-%d reduces in its windows", ex->stage);
     struct Overlap *o = xcalloc(1, sizeof *o);
     ex->dp = o;
     o->nccl = c, o->n_buckets = (int32_t)ex->plan->L + 1;
@@ -1540,7 +1611,7 @@ bool exec_cuda_overlap_start(ExecCuda *ex, NclComm *c, char *err, size_t errlen)
     o->order = xmalloc((size_t)o->n_buckets * sizeof *o->order);
     o->first_run = xmalloc(((size_t)o->n_buckets + 1) * sizeof *o->first_run);
     order_buckets(ex, o);
-    make_runs(ex, o, ex->owner && ex->stage == 2);
+    make_runs(ex, o);
     return cudrv_stream_new(ex->d, &o->stream, "the communication stream for gradients", err, errlen) &&
            cudrv_event_new(ex->d, &o->event, "gradients ready for the communication stream", err, errlen);
 }
@@ -1561,11 +1632,8 @@ static bool start_bucket(ExecCuda *ex, int32_t b, bool early) {
         !cudrv_stream_wait(ex->d, o->stream, o->event, what, ex->err, ex->errlen))
         return false;
     for (int32_t r = r0; r < r1; r++) {
-        const Run *run = &o->runs[r];
-        const CuPtr g = run_addr(ex, run, true);
-        if (run->owner >= 0 ? !ncl_start_reduce_sum(o->nccl, g, g, (size_t)run->n, run->owner, o->stream, what, ex->err,
-                                                    ex->errlen)
-                           : !ncl_start_allreduce_sum(o->nccl, g, g, (size_t)run->n, o->stream, what, ex->err, ex->errlen))
+        const CuPtr g = run_addr(ex, &o->runs[r], true);
+        if (!ncl_start_allreduce_sum(o->nccl, g, g, (size_t)o->runs[r].n, o->stream, what, ex->err, ex->errlen))
             return false;
     }
     o->stats.started_early += early;

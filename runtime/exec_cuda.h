@@ -46,7 +46,7 @@ ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, ui
 
 /* ZeRO-1/2 over the GPUs of a data-parallel run: this rank updates only the trainable parameters
  * it owns, and its GPU keeps their fp32 masters and AdamW moments only (the bf16 copy of every
- * weight stays on every GPU). exec_cuda_params stays the whole list; exec_cuda_adamw takes this
+ * weight stays on every GPU; ZeRO-2 keeps the gradients as ZeRO-3 does, below). exec_cuda_params stays the whole list; exec_cuda_adamw takes this
  * rank's parameters (its run of that list, in order), exec_cuda_to_host / to_device move only
  * their masters (and an AdamW of their moments), and the memory line says the share. */
 typedef struct {
@@ -64,13 +64,21 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
  * parameters only (slices of the plan's PARAM and GRAD regions), besides the masters and AdamW
  * state of its own trained ones. exec_cuda_step and exec_cuda_forward gather the other ranks'
  * parameters a layer at a time (ncclBroadcast from each owner) into one of two layer windows,
- * least recently used out, plus one window for the parameters outside the layers; a window's
- * gradients go to their owners (ncclReduce) when it is reused or the call ends. These are
- * collectives: every rank calls step / forward together, with c from exec_cuda_use_nccl. The host
- * copies stay whole on every rank (exec_cuda_to_host refreshes this rank's trained ones only). */
+ * least recently used out, plus one window for the parameters outside the layers. ZeRO-2 (stage
+ * 2) keeps the gradients alike and every 16-bit value whole. Under both, the other ranks'
+ * gradients of a layer are added in a window from zero, and sent to their owners (ncclReduce, on
+ * a communication stream of the GPU's own) as soon as exec_cuda_step has launched the last op
+ * that adds to them, while the backward pass goes on; the window is reused after that reduction
+ * is done, and the step returns with every gradient at its owner (each micro-batch: the owner's
+ * slice accumulates). These are collectives: every rank calls step together (ZeRO-3: forward
+ * too), with c from exec_cuda_use_nccl. The host copies stay whole on every rank
+ * (exec_cuda_to_host refreshes this rank's trained ones only). */
 void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c);
-/* Groups (a layer's parameters, or those outside the layers) gathered so far. */
+/* Groups (a layer's parameters, or those outside the layers) gathered so far (ZeRO-3). */
 int64_t exec_cuda_gathers(const ExecCuda *ex);
+/* Groups' gradient reductions started during the backward pass so far (ZeRO-2/3): the rest
+ * started when their window was needed or the step ended. */
+int64_t exec_cuda_early_reductions(const ExecCuda *ex);
 void exec_cuda_free(ExecCuda *ex);
 
 /* Whether the trainer's kernels keep f16 (the recipe's fp16: true: the trainer scales the loss)
@@ -125,10 +133,6 @@ bool exec_cuda_adamw(ExecCuda *ex, AdamW *opt, const OptParam *params, size_t n,
  * ncclAllReduce over the gradient region (the trainable parameters' fp32 gradients, contiguous). */
 NclComm *exec_cuda_open_nccl(ExecCuda *ex, DistGroup *g, int timeout_s, bool *absent, char *err, size_t errlen);
 bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
-/* Sharded: ZeRO-2's reduction, each parameter's gradient summed at its owner only (ncclReduce,
- * one per run of parameters of one owner whose gradients lie together: one per rank in full
- * fine-tuning); the other ranks' copies are left undefined. */
-bool exec_cuda_reduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
 /* Sharded, after exec_cuda_adamw: every trained parameter's bf16 copy from its owner to every
  * rank (ncclBroadcast of the bytes, one per run of one owner's parameters lying together). */
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen);
@@ -143,10 +147,10 @@ bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errl
  *     per step: exec_cuda_overlap(ex, k == last) before each micro-batch's exec_cuda_step, then
  *     exec_cuda_overlap_finish(ex, err, errlen);         the buckets not started yet, and the wait
  *
- * Each bucket is summed on every rank (ncclAllReduce), or under ZeRO-2 at each parameter's owner
- * (ncclReduce; the others' copies are left undefined), as exec_cuda_allreduce_grads and
- * exec_cuda_reduce_grads do, with the same sums. A plan with an op naming two layers' parameters
- * starts every bucket in exec_cuda_overlap_finish (stats: overlapped false). */
+ * Each bucket is summed on every rank (ncclAllReduce), as exec_cuda_allreduce_grads does, with
+ * the same sums; ZeRO-2/3 reduce in their windows instead, and are refused here. A plan with an op
+ * naming two layers' parameters starts every bucket in exec_cuda_overlap_finish (stats:
+ * overlapped false). */
 typedef struct {
     int32_t buckets;       /* the buckets that hold gradients */
     bool overlapped;       /* whether they can start during the backward pass */

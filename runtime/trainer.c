@@ -805,13 +805,13 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
     return true;
 }
 
-/* The step's gradients summed over the ranks; on GPUs by NCCL on the devices (under ZeRO-2 only
- * at each parameter's owner), or, where some rank has no NCCL (never under ZeRO: open_nccl),
- * through host copies and the TCP group. */
+/* The step's gradients summed over the ranks; on GPUs by NCCL on the devices (under ZeRO-2/3 the
+ * executor sent each layer's to their owners as it went), or, where some rank has no NCCL (never
+ * under ZeRO: open_nccl), through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || run->world == 1 || run->zero == 3) return reduce_grads(run, err, errlen);
+    if (!run->gpu || run->world == 1) return reduce_grads(run, err, errlen);
+    if (run->zero >= 2) return true;
     if (run->overlap) return exec_cuda_overlap_finish(run->gpu, err, errlen);
-    if (run->nccl && run->zero == 2) return exec_cuda_reduce_grads(run->gpu, run->nccl, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
     return exec_cuda_grads_to_host(run->gpu, err, errlen) && reduce_grads(run, err, errlen) &&
            exec_cuda_grads_to_device(run->gpu, err, errlen);
@@ -840,6 +840,17 @@ static bool zero_update(Run *run, double factor, double *norm_out, char *err, si
             return false;
     *norm_out = norm;
     return true;
+}
+
+/* What ZeRO-2/3's windows did in the first step: gathers (ZeRO-3), reductions overlapped. */
+static void say_windows(const Run *run, int64_t step, int64_t micro_batches) {
+    char gathered[128] = "";
+    if (run->zero == 3)
+        snprintf(gathered, sizeof gathered, "gathered %lld parameter groups from their owners and ",
+                 (long long)exec_cuda_gathers(run->gpu));
+    fprintf(stderr, "\nZeRO-%d: step %lld %sstarted the reductions of %lld gradient groups to their owners during "
+            "the backward pass, in %lld micro-batch%s\n", run->zero, (long long)step, gathered,
+            (long long)exec_cuda_early_reductions(run->gpu), (long long)micro_batches, micro_batches == 1 ? "" : "es");
 }
 
 /* A change of the loss scale, on its own line: an overflow that skipped `step`, or growth. */
@@ -918,10 +929,7 @@ static bool train_loop(Run *run, char *err, size_t errlen) {
                 return false;
             }
             step++;
-            if (run->gpu && run->zero == 3 && lead && step == first_step + 1) // what the windows saved
-                fprintf(stderr, "\nZeRO-3: step %lld gathered %lld parameter groups from their owners in %lld "
-                        "micro-batch%s\n", (long long)step, (long long)exec_cuda_gathers(run->gpu), (long long)group,
-                        group == 1 ? "" : "es");
+            if (run->gpu && run->zero >= 2 && lead && step == first_step + 1) say_windows(run, step, (int64_t)group);
             mb += group;
             run->pos = (CkptPosition){step, epoch, (int64_t)mb, (int64_t)(mb * global_b),
                                       (uint64_t)R_INT(run->r, seed), (uint64_t)R_INT(run->r, seed),
@@ -1093,7 +1101,8 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
     else if (run->nccl && run->zero)
         fprintf(stderr, "data parallel: ZeRO-%d on the GPUs by NCCL %s (%s): gradients %s, each rank's AdamW step on "
                 "its own parameters, their bf16 weights broadcast from it\n", run->zero, ncl_version(run->nccl),
-                ncl_path(run->nccl), run->zero == 2 ? "reduced to their owners" : "summed");
+                ncl_path(run->nccl), run->zero == 2 ? "of each layer reduced to their owners as its backward pass "
+                "ends (each rank keeps its own only)" : "summed");
     else if (run->nccl)
         fprintf(stderr, "data parallel: gradients summed on the GPUs by NCCL %s (%s)\n", ncl_version(run->nccl),
                 ncl_path(run->nccl));
@@ -1102,11 +1111,11 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
     return true;
 }
 
-/* GPU data parallel over NCCL (ZeRO-3 aside): each layer's gradients reduced on the GPU's
+/* GPU data parallel over NCCL (ZeRO-2/3 aside: their windows do it): each layer's gradients reduced on the GPU's
  * communication stream as soon as the last micro-batch's backward pass is done with them, while
  * it goes on with the layers below (exec_cuda_overlap_start). */
 static bool start_overlap(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || !run->nccl || run->world == 1 || run->zero == 3) return true;
+    if (!run->gpu || !run->nccl || run->world == 1 || run->zero >= 2) return true;
     if (!exec_cuda_overlap_start(run->gpu, run->nccl, err, errlen)) return false;
     run->overlap = true;
     const ExecCudaOverlap *st = exec_cuda_overlap_stats(run->gpu);

@@ -203,6 +203,21 @@ static bool zero3_share(const char *mem, const Plan *p, long long *own) {
     return true;
 }
 
+/* ZeRO-2/3's line: "its own gradients, N of M" (ZeRO-3: "... and their gradients, N of M"; M the
+ * plan's GRAD region, N into *own) and windows of more than nothing; false on a line without. */
+static bool grads_share(const char *mem, const Plan *p, long long *own) {
+    const char *at = strstr(mem, "its own "), *end = mem + strcspn(mem, "\n");
+    if (!at || at > end) return false;
+    at = strstr(at, "gradients, ");
+    long long of = 0;
+    if (!at || at > end || sscanf(at, "gradients, %lld of %lld", own, &of) != 2)
+        fail_msg("no share of the gradients in: %.*s", (int)(end - mem), mem);
+    assert_int_equal(of, p->region_size[PLAN_GRAD]);
+    assert_true(*own < of);
+    assert_true(mib_after(mem, " windows ") > 0);
+    return true;
+}
+
 /* The trainer's "device memory: ..." line says what its plan asks for: the bf16 copy of every
  * weight (2 bytes), fp32 masters and AdamW state of the trained ones only (frozen base weights
  * have none; under ZeRO, each rank's line: of its own share, and the shares add up to them all),
@@ -228,7 +243,7 @@ static void device_memory_is_planned(const char *name, const char *trainer, cons
         all += p->tensors[pp->tensor].numel;
         if (pp->trainable && pp->grad >= 0) trained += p->tensors[pp->tensor].numel;
     }
-    long long shares = 0, lines = 0, zero = 0, z3 = 0, values = 0;
+    long long shares = 0, lines = 0, zero = 0, z3 = 0, values = 0, z2 = 0, grads = 0;
     for (; mem; mem = strstr(mem + 1, "device memory:"), lines++) {
         printf("  %-18s %.*s\n", name, (int)strcspn(mem, "\n"), mem);
         long long own = trained, of = trained, own16 = p->region_size[PLAN_PARAM];
@@ -240,14 +255,18 @@ static void device_memory_is_planned(const char *name, const char *trainer, cons
         shares += own;
         if (zero3_share(mem, p, &own16)) z3++;
         values += own16;
+        long long own_grad = p->region_size[PLAN_GRAD];
+        if (grads_share(mem, p, &own_grad)) z2++;
+        grads += own_grad;
         const double fp32 = mib_after(mem, "weights "), bf16 = mib_after(mem, "fp32 trained + ");
         const double act = mib_after(mem, "activations "), adam = mib_after(mem, "AdamW ");
+        const double grad = mib_after(mem, "gradients ");
         if (!same_mib(fp32, own * 4) || !same_mib(bf16, own16 * 2) || !same_mib(act, l.bytes) ||
-            !same_mib(adam, own * 8))
-            fail_msg("%s: printed weights %.1f fp32 + %.1f bf16, AdamW %.1f, activations %.1f MiB; the plan gives %.2f, "
-                     "%.2f, %.2f, %.2f", name, fp32, bf16, adam, act, (double)own * 4 / (1 << 20),
-                     (double)p->region_size[PLAN_PARAM] * 2 / (1 << 20), (double)own * 8 / (1 << 20),
-                     (double)l.bytes / (1 << 20));
+            !same_mib(adam, own * 8) || !same_mib(grad, own_grad * 4))
+            fail_msg("%s: printed weights %.1f fp32 + %.1f bf16, AdamW %.1f, activations %.1f, gradients %.1f MiB; the "
+                     "plan gives %.2f, %.2f, %.2f, %.2f, %.2f", name, fp32, bf16, adam, act, grad,
+                     (double)own * 4 / (1 << 20), (double)own16 * 2 / (1 << 20), (double)own * 8 / (1 << 20),
+                     (double)l.bytes / (1 << 20), (double)own_grad * 4 / (1 << 20));
     }
     if (zero) { // every rank's line, their shares adding up to every trained value once
         assert_int_equal(zero, lines);
@@ -256,6 +275,10 @@ static void device_memory_is_planned(const char *name, const char *trainer, cons
     if (z3) { // ZeRO-3: the ranks' 16-bit slices cover the weights once (less the padding between slices)
         assert_int_equal(z3, lines);
         assert_true(values <= p->region_size[PLAN_PARAM] && values > p->region_size[PLAN_PARAM] - PLAN_ALIGN * lines);
+    }
+    if (z2) { // ZeRO-2/3: the ranks' gradient slices cover the gradients once (less the padding)
+        assert_int_equal(z2, lines);
+        assert_true(grads <= p->region_size[PLAN_GRAD] && grads > p->region_size[PLAN_GRAD] - PLAN_ALIGN * lines);
     }
     if (p->finetune != FT_FULL) assert_true(trained < all / 2); /* the frozen base has no master */
     int64_t f32 = 0, placed = 0;
@@ -495,24 +518,29 @@ static void resume_is_exact(const char *name, const char *trainer, const char *s
     printf("  %-18s saved at step 2, resumed: the same model bytes at step 4\n", name);
 }
 
-/* ZeRO-2 on 2 ranks' GPUs (fakenccl.c between the rank processes): each rank keeps fp32 masters
- * and AdamW state of its own parameters only (its device memory line says so, smaller than
- * without ZeRO), gradients are reduced to their owners by ncclReduce and the updated bf16 weights
- * broadcast from them; the curve follows the CPU executor's 2-rank ZeRO-2 run within bf16
- * tolerance. On the emulation, where NCCL's sums are in rank order, ZeRO-1 and ZeRO-2 give the
- * very curves and model bytes of plain data parallel. A ZeRO-2 run saved at step 2 and resumed
- * (moments and masters off each rank's GPU, gathered; scattered back) ends with the same model
- * bytes as the run straight through. Without NCCL, ZeRO on GPUs stops and says why. */
+/* ZeRO-2 on 2 ranks' GPUs (fakenccl.c between the rank processes): each rank keeps fp32 masters,
+ * AdamW state and gradients of its own parameters only (its device memory line says so, smaller
+ * than without ZeRO; the two gradient slices cover the gradients once), the others' gradients of
+ * a layer are added in a window and reduced to their owners by ncclReduce as the layer's backward
+ * pass ends (every group's during the backward pass: 6 for stories260K's 5 layers and the
+ * parameters outside them), and the updated bf16 weights broadcast from the owners; the curve
+ * follows the CPU executor's 2-rank ZeRO-2 run within bf16 tolerance. On the emulation, where
+ * NCCL's sums are in rank order, ZeRO-1 and ZeRO-2 give the very curves and model bytes of plain
+ * data parallel. Accumulating over 2 micro-batches (the owners' slices accumulate, the windows are
+ * reduced each micro-batch) follows ZeRO-1. A ZeRO-2 run saved at step 2 and resumed (moments and
+ * masters off each rank's GPU, gathered; scattered back) ends with the same model bytes as the run
+ * straight through. Without NCCL, ZeRO on GPUs stops and says why. */
 static void test_zero2_two_ranks_over_nccl(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
     if (!emulation_or_skip(__func__)) return;
     const char *real = getenv("LLFC_CUDA_REAL");
     const bool emulated = !(real && *real == '1');
-    char *says = overlap_lines(model, "data parallel: ZeRO-2 on the GPUs by NCCL");
     runs_agree("llama_full_zero2", model, "max_steps=3 finetuning_type=full learning_rate=1e-4", "model.safetensors",
-               0.02, 0.02, "--nproc-per-node 2 zero_stage=2", says);
-    free(says);
+               0.02, 0.02, "--nproc-per-node 2 zero_stage=2",
+               "data parallel: ZeRO-2 on the GPUs by NCCL\n"
+               "ZeRO-2: step 1 started the reductions of 6 gradient groups to their owners during the backward "
+               "pass, in 1 micro-batch");
     char *trainer = xprintf("%s/llama_full_zero2", tmp), *out, *cmd;
     // the same trainer without ZeRO, and with ZeRO-1
     const char *stage[2] = {"zero_stage=0", "zero_stage=1"}, *dir[2] = {"out_dp", "out_zero1"};
@@ -562,6 +590,17 @@ static void test_zero2_two_ranks_over_nccl(void **state) {
         printf("  llama_full_zero2   ZeRO-2 and ZeRO-1 wrote the same model bytes as plain data parallel\n");
     }
     free(z2), free(dp), free(z1);
+    free(two_ranks(trainer, "accum_zero2", "zero_stage=2 gradient_accumulation_steps=2 max_steps=2",
+                   "ZeRO-2: step 1 started the reductions of 12 gradient groups to their owners during the backward "
+                   "pass, in 2 micro-batches"));
+    free(two_ranks(trainer, "accum_zero1", "zero_stage=1 gradient_accumulation_steps=2 max_steps=2", NULL));
+    z2 = xprintf("%s/accum_zero2", tmp), z1 = xprintf("%s/accum_zero1", tmp);
+    curves_agree("llama_full_zero2", z2, "zero2_accum2", z1, "zero1_accum2", 2, 1e-5);
+    char *w2 = xprintf("%s/model.safetensors", z2), *w1 = xprintf("%s/model.safetensors", z1);
+    const double gap = weights_gap(w2, w1);
+    printf("  llama_full_zero2   accumulating 2 micro-batches: weights %.2e of the largest from ZeRO-1's\n", gap);
+    assert_true(gap < 1e-5);
+    free(w2), free(w1), free(z2), free(z1);
     resume_is_exact("llama_full_zero2", trainer, "zero_stage=2");
     // without NCCL on a rank: a clear stop
     args = xprintf("--nproc-per-node 2 device=cuda zero_stage=2 output_dir=%s/out_no_nccl", tmp);
@@ -594,7 +633,7 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     char *out = two_ranks(trainer, "out_zero2", "zero_stage=2", NULL);
     free(out);
     out = two_ranks(trainer, "out_again", "zero_stage=3 gradient_accumulation_steps=2 max_steps=1",
-                    "ZeRO-3: step 1 gathered 18 parameter groups from their owners in 2 micro-batches");
+                    "ZeRO-3: step 1 gathered 18 parameter groups from their owners and started the reductions of 12 gradient groups to their owners during the backward pass, in 2 micro-batches");
     free(out);
     char *z3 = xprintf("%s/out_llama_full_zero3_cuda", tmp), *z2 = xprintf("%s/out_zero2", tmp);
     curves_agree("llama_full_zero3", z3, "zero3", z2, "zero2", 3, emulated ? 0 : 1e-5);

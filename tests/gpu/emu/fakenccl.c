@@ -24,6 +24,9 @@
  * result into recv only when ncclCommGetAsyncError reports the queue done (the latest: when the
  * caller can know). So a caller that enqueues before the kernels that write the input have been
  * launched, or that uses recv without waiting, gets wrong values every time, not now and then.
+ * The input must also stay as it was until then (a GPU may read it any time before): a send
+ * buffer changed before the wait saw the collective done fails it (ncclInvalidUsage), so a caller
+ * that reuses a buffer too early is caught too.
  * And on a stream of fakecuda's (not the legacy one), a collective is refused (ncclInvalidUsage)
  * unless that stream waited for everything launched on the legacy stream (cuStreamWaitEvent; see
  * fakecuda.c): on a GPU it could run before those kernels. Not modelled: a collective reading
@@ -66,10 +69,14 @@ typedef struct {
 
 typedef enum { ALLREDUCE, REDUCE, BROADCAST } Kind;
 
+/* What ncclGetErrorString says for ncclInvalidUsage: the last misuse seen. */
+static char usage_error[512] = "invalid usage (fakenccl: Duplicate GPU detected)";
+
 typedef struct Op {
     Kind kind;
     int root;
     size_t bytes;      /* fp32 for the sums; a broadcast moves bytes of any type */
+    const void *send;
     void *recv;
     char *in, *out;    /* send as it was when enqueued; the result, for recv when seen done */
     int writes;        /* whether recv gets it here (a reduce writes the root's only) */
@@ -193,6 +200,20 @@ static void free_ops(Op *op) {
     }
 }
 
+/* Whether every run op's send buffer still holds what it held when enqueued (checked before any
+ * result lands: an in-place op's recv is its send). */
+static bool inputs_kept(Comm *c) {
+    for (Op *op = c->done; op; op = op->next)
+        if (memcmp(op->send, op->in, op->bytes)) {
+            snprintf(usage_error, sizeof usage_error, "invalid usage (fakenccl: the input of a %s changed before the "
+                     "caller waited for it: on a GPU it could have been read after the change)",
+                     op->kind == ALLREDUCE ? "ncclAllReduce" : op->kind == REDUCE ? "ncclReduce" : "ncclBroadcast");
+            fprintf(stderr, "%s\n", usage_error);
+            return false;
+        }
+    return true;
+}
+
 /* The results of everything run into their recv, in order: the caller sees them done now. */
 static void deliver(Comm *c) {
     for (Op *op = c->done; op; op = op->next)
@@ -202,8 +223,6 @@ static void deliver(Comm *c) {
 }
 
 // --- fakecuda.c's streams, when it is the driver loaded here
-
-static char usage_error[512] = "invalid usage (fakenccl: Duplicate GPU detected)";
 
 /* Operations launched on fakecuda's legacy stream that `stream` has not waited for (0 with
  * another driver, or none). */
@@ -240,6 +259,7 @@ static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t coun
     o->bytes = bytes ? count : count * sizeof(float);
     o->in = malloc(o->bytes + 1), o->out = malloc(o->bytes + 1);
     memcpy(o->in, send, o->bytes);
+    o->send = send;
     o->writes = kind != REDUCE || c->rank == root;
     pthread_mutex_lock(&c->mu);
     Op **tail = &c->queue;
@@ -368,6 +388,7 @@ int ncclCommGetAsyncError(Comm *c, int *err) {
     pthread_mutex_lock(&c->mu);
     *err = atomic_load(&c->error);
     if (!*err && (c->queue || c->running)) *err = IN_PROGRESS;
+    else if (!*err && !inputs_kept(c)) atomic_store(&c->error, *err = INVALID_USAGE);
     else if (!*err) deliver(c);
     pthread_mutex_unlock(&c->mu);
     return OK;
