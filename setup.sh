@@ -1,10 +1,12 @@
 #!/bin/sh
 # setup.sh - install or check what building llfc needs on a fresh Debian/Ubuntu machine:
 # the C toolchain, ninja, libyaml, Lua 5.4, cmocka, PCRE2 (static libraries are linked into
-# llfc and every trainer), and the CUDA toolkit (NVRTC compiles generated kernels).
+# llfc and every trainer), Open MPI's mpirun and library (openmpi-bin brings libopenmpi3's
+# libmpi.so.40: the tests start ranks under mpirun; trainers dlopen it, never link it), and the
+# CUDA toolkit (NVRTC compiles generated kernels).
 # Safe to run again: it installs only what is missing.
 set -eu
-packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev libpng-dev zlib1g-dev"
+packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev libpng-dev zlib1g-dev openmpi-bin"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -19,6 +21,7 @@ fi
 for lib in libyaml.a liblua5.4.a libpcre2-8.a libpng16.a libz.a; do
     [ -f "/usr/lib/x86_64-linux-gnu/$lib" ] || { echo "setup: /usr/lib/x86_64-linux-gnu/$lib is missing" >&2; exit 1; }
 done
+mpirun --version 2>/dev/null | grep -q "Open MPI" || { echo "setup: mpirun is not Open MPI's (see update-alternatives --display mpirun)" >&2; exit 1; }
 cuda="${CUDA_HOME:-/usr/local/cuda}"
 if [ -f "$cuda/include/nvrtc.h" ]; then
     echo "setup: CUDA toolkit at $cuda ($("$cuda/bin/nvcc" --version | tail -1))"

@@ -204,10 +204,11 @@ bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errl
     if (!env_int(envp, "MASTER_PORT", &port, &has_port, err, errlen)) return false;
     if (port < 1 || port > 65535) return errf(err, errlen, "MASTER_PORT=%d: expected 1 to 65535", port);
     p->master_port = port;
-    if (p->world_size > 1 && !p->master_addr[0])
+    p->master_port_set = has_port;
+    // under mpirun, Open MPI tells the ranks rank 0's address (mpiboot_find_master)
+    if (p->world_size > 1 && !p->master_addr[0] && p->source != DIST_MPI)
         return errf(err, errlen, "%s: %d ranks need MASTER_ADDR (and MASTER_PORT, default %d) to meet; "
-                    "set them to rank 0's host%s", src, p->world_size, p->master_port,
-                    p->source == DIST_MPI ? " (mpirun -x MASTER_ADDR=host0 -x MASTER_PORT=29500)" : "");
+                    "set them to rank 0's host", src, p->world_size, p->master_port);
     return true;
 }
 
@@ -394,6 +395,11 @@ static DistGroup *join(const DistPlace *pl, int timeout_s, char *err, size_t err
 
 DistGroup *dist_connect(const DistPlace *p, int timeout_s, char *err, size_t errlen) {
     if (p->world_size == 1) return group_new(p, timeout_s);
+    if (!p->master_addr[0]) {
+        errf(err, errlen, "%s: rank %d of %d does not know rank 0's address: set MASTER_ADDR (and MASTER_PORT)",
+             dist_source_name(p->source), p->rank, p->world_size);
+        return NULL;
+    }
     return p->rank == 0 ? serve(p, timeout_s, err, errlen) : join(p, timeout_s, err, errlen);
 }
 
@@ -509,7 +515,7 @@ bool dist_barrier(DistGroup *g, char *err, size_t errlen) {
 
 // --- the local launcher
 
-static int free_port(void) {
+int dist_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
@@ -586,7 +592,7 @@ int dist_launch(int nproc_per_node, int nnodes, int node_rank, const char *maste
                 "host and a free port there), the same on every node\n", nnodes);
         return 2;
     }
-    if (master_port <= 0) master_port = free_port();
+    if (master_port <= 0) master_port = dist_free_port();
     setenv("MASTER_ADDR", master_addr && *master_addr ? master_addr : "127.0.0.1", 1);
     set_env_int("MASTER_PORT", master_port);
     set_env_int("WORLD_SIZE", nproc_per_node * nnodes);

@@ -26,14 +26,17 @@ typedef enum { DIST_NONE, DIST_TORCHRUN, DIST_SLURM, DIST_MPI } DistSource;
 typedef struct {
     int rank, world_size;            /* global */
     int local_rank, local_world_size; /* on this node */
-    char master_addr[256];           /* "" when world_size is 1 */
+    char master_addr[256];           /* "" when world_size is 1, or under mpirun without MASTER_ADDR */
     int master_port;
+    bool master_port_set;            /* MASTER_PORT was given (else the default or SLURM's) */
     DistSource source;
     char host[256]; /* this machine's name (gethostname) */
 } DistPlace;
 
 /* Read the place from envp ("KEY=VALUE" strings, NULL-terminated; NULL means the process's
- * environment). A malformed or contradictory value is an error naming the variable. */
+ * environment). A malformed or contradictory value is an error naming the variable; several
+ * ranks without MASTER_ADDR are one too, except under mpirun, where master_addr stays "" for
+ * mpiboot_find_master (mpiboot.h) to learn rank 0's from Open MPI. */
 bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errlen);
 const char *dist_source_name(DistSource s); /* "torchrun", "SLURM", "Open MPI", "none" */
 
@@ -68,6 +71,9 @@ bool dist_reduce_sum_to(DistGroup *g, int root, float *buf, size_t n, char *err,
 /* Rank from's n bytes into rank to's buf; the other ranks return at once (rank 0 relays when
  * neither end is rank 0). Every rank calls it (ZeRO-3: an owner's parameter to rank 0). */
 bool dist_send_to(DistGroup *g, int from, int to, void *buf, size_t n, char *err, size_t errlen);
+
+/* A TCP port that nobody listens on now (the kernel's pick; 29500 when it gives none). */
+int dist_free_port(void);
 
 /* `--nproc-per-node N`: start N copies of this program (argv without the launcher options)
  * as ranks of one node with torchrun's variables set, wait for them, and stop the others when

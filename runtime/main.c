@@ -19,6 +19,7 @@
 
 #include "dist.h"
 #include "inputs.h"
+#include "mpiboot.h"
 #include "payload.h"
 #include "recipe.h"
 #include "trainer.h"
@@ -147,16 +148,17 @@ static int launch_if_asked(int argc, char **argv) {
 static void check_place(const Recipe *r, Diags *d) {
     char err[ERR_LEN];
     DistPlace place;
-    if (!dist_place_from_env(&place, NULL, err, sizeof err)) {
+    if (!dist_place_from_env(&place, NULL, err, sizeof err) || !mpiboot_find_master(&place, err, sizeof err)) {
         sb_printf(&d->text, "launch: error: %s\n", err), d->errors++;
         return;
     }
     if (place.world_size == 1) return;
     DistGroup *g = dist_connect(&place, (int)R_INT(r, ddp_timeout), err, sizeof err);
     if (!g || !dist_barrier(g, err, sizeof err)) sb_printf(&d->text, "launch: error: %s\n", err), d->errors++;
-    else printf("rank %d of %d (%s, local rank %d of %d on %s): met every rank at %s:%d\n", place.rank,
+    else printf("rank %d of %d (%s, local rank %d of %d on %s): met every rank at %s:%d%s%s\n", place.rank,
                 place.world_size, dist_source_name(place.source), place.local_rank,
-                place.local_world_size, place.host, place.master_addr, place.master_port);
+                place.local_world_size, place.host, place.master_addr, place.master_port,
+                mpiboot_active() ? ", rank 0's address by MPI_Bcast of " : "", mpiboot_library());
     dist_close(g);
 }
 
@@ -221,5 +223,7 @@ int main(int argc, char **argv) {
     recipe_free(r);
     payload_close(p);
     int status = finish(&d);
-    return status ? status : rc;
+    rc = status ? status : rc;
+    mpiboot_set_exit_status(rc); // under mpirun: MPI_Finalize at exit when this rank succeeded
+    return rc;
 }

@@ -1,5 +1,5 @@
-/* nccl.c - NCCL through dlopen: rendezvous over dist.h's TCP group, fp32 collectives on the GPU
- * that time out instead of hanging (see nccl.h). */
+/* nccl.c - NCCL through dlopen: rendezvous over dist.h's TCP group (or Open MPI under mpirun), fp32
+ * collectives on the GPU that time out instead of hanging (see nccl.h). */
 #include "nccl.h"
 
 #include <dlfcn.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mpiboot.h"
 #include "util.h"
 
 // --- the parts of nccl.h used here (values from NCCL 2.28's header)
@@ -46,6 +47,7 @@ struct NclComm {
     CuDrv *drv;
     NcclHandle comm;
     int timeout_s;
+    const char *id_route; /* how NCCL's unique id reached this rank (ncl_id_route) */
     struct { /* the collectives started and not yet waited for: how many, the first, their stream */
         int count;
         char first[320]; /* "ncclAllReduce (gradients of layer 3, 1234 floats)" */
@@ -145,7 +147,9 @@ static int agree(DistGroup *g, bool ok, const char *what, const char *reason, ch
     return count == 0;
 }
 
-/* Rank 0's unique id to every rank; a first byte of 0 says rank 0 could not make one. */
+/* Rank 0's unique id to every rank, by MPI_Bcast when Open MPI is up (every rank of an mpirun
+ * started it, or none did: mpiboot.h), else over the TCP group; a first byte of 0 says rank 0
+ * could not make one. */
 static bool share_id(NclComm *c, DistGroup *g, NcclUniqueId *id, char *err, size_t errlen) {
     unsigned char buf[1 + sizeof *id] = {0};
     bool ok = true;
@@ -155,8 +159,10 @@ static bool share_id(NclComm *c, DistGroup *g, NcclUniqueId *id, char *err, size
         memcpy(buf + 1, id, sizeof *id);
     }
     char why[ERR_LEN];
-    if (!dist_broadcast(g, buf, sizeof buf, why, sizeof why))
-        return errf(err, errlen, "sending NCCL's unique id to the ranks: %s", why);
+    c->id_route = mpiboot_active() ? "MPI_Bcast" : "TCP";
+    bool sent = mpiboot_active() ? mpiboot_broadcast(buf, sizeof buf, why, sizeof why)
+                                 : dist_broadcast(g, buf, sizeof buf, why, sizeof why);
+    if (!sent) return errf(err, errlen, "sending NCCL's unique id to the ranks (%s): %s", c->id_route, why);
     if (!ok) return false;
     if (!buf[0]) return errf(err, errlen, "rank 0 could not make NCCL's unique id (ncclGetUniqueId failed there)");
     memcpy(id, buf + 1, sizeof *id);
@@ -238,6 +244,7 @@ void ncl_close(NclComm *c) {
 }
 
 const char *ncl_version(const NclComm *c) { return c->version; }
+const char *ncl_id_route(const NclComm *c) { return c->id_route; }
 const char *ncl_path(const NclComm *c) { return c->path; }
 
 // --- collectives

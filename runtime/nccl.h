@@ -14,8 +14,9 @@
  * so building needs no NCCL.
  *
  * The rendezvous: rank 0's ncclGetUniqueId travels to the others over the TCP group (dist.h),
- * then every rank starts its communicator on the GPU whose context is current: with NCCL >= 2.14
- * a non-blocking one (ncclCommInitRankConfig, config.blocking = 0), polled like a collective.
+ * or by MPI_Bcast when Open MPI is up (mpirun without MASTER_ADDR: mpiboot.h), then every rank
+ * starts its communicator on the GPU whose context is current: with NCCL >= 2.14 a
+ * non-blocking one (ncclCommInitRankConfig, config.blocking = 0), polled like a collective.
  *
  * Hang safety: the communicator's start and every collective are polled (ncclCommGetAsyncError,
  * and for a collective enqueued on a stream the driver's cuStreamQuery) until they finish; one
@@ -59,6 +60,8 @@ void ncl_close(NclComm *c);
 /* "2.28.9" and the path it was loaded from. */
 const char *ncl_version(const NclComm *c);
 const char *ncl_path(const NclComm *c);
+/* How NCCL's unique id went from rank 0 to the ranks: "MPI_Bcast" (Open MPI) or "TCP" (the group). */
+const char *ncl_id_route(const NclComm *c);
 
 /* Where libnccl is looked for now (see above), in order: up to 4 paths into paths[], their count. */
 size_t ncl_lib_paths(char paths[4][512]);

@@ -43,6 +43,7 @@
 #include "graph.h"
 #include "inputs.h"
 #include "model.h"
+#include "mpiboot.h"
 #include "optim.h"
 #include "outputs.h"
 #include "plot.h"
@@ -1058,7 +1059,8 @@ static bool finish_all(Run *run, double t0, char *err, size_t errlen) {
 static bool join_ranks(Run *run, char *err, size_t errlen) {
     DistPlace place;
     run->rank = 0, run->world = 1;
-    if (!dist_place_from_env(&place, NULL, err, errlen)) return false;
+    // under mpirun without MASTER_ADDR, rank 0's address comes through Open MPI
+    if (!dist_place_from_env(&place, NULL, err, errlen) || !mpiboot_find_master(&place, err, errlen)) return false;
     const char *kill_spec = getenv("LLFC_TEST_KILL");
     int kill_rank = -1;
     long long kill_step = -1;
@@ -1071,6 +1073,9 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     if (!run->group) return false;
     run->rank = place.rank, run->world = place.world_size, run->local_rank = place.local_rank;
     run->zero = (int)R_INT(run->r, zero_stage);
+    if (run->rank == 0 && mpiboot_active())
+        fprintf(stderr, "ranks met through %s: MASTER_ADDR=%s MASTER_PORT=%d from rank 0 by MPI_Bcast\n",
+                mpiboot_library(), place.master_addr, place.master_port);
     if (run->rank == 0)
         fprintf(stderr, "data parallel: %d ranks (%s) met at %s:%d; rank 0 writes the outputs%s\n", run->world,
                 dist_source_name(place.source), place.master_addr, place.master_port,

@@ -125,6 +125,30 @@ static inline int test_shell(char **output, const char *cmd) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* The command line that starts ranks under Open MPI's mpirun on this machine, or NULL when
+ * there is none (./setup.sh installs openmpi-bin). As root mpirun wants --allow-run-as-root, and
+ * more ranks than cores --oversubscribe; the ranks get no MASTER_ADDR or other launchers'
+ * variables from the test's environment (add them with -x). */
+static inline const char *test_mpirun(void) {
+    char *out;
+    int rc = test_shell(&out, "mpirun --version");
+    bool open_mpi = rc == 0 && strstr(out, "Open MPI");
+    free(out);
+    return open_mpi ? "env -u MASTER_ADDR -u MASTER_PORT -u RANK -u WORLD_SIZE -u SLURM_PROCID "
+                      "mpirun --allow-run-as-root --oversubscribe"
+                    : NULL;
+}
+
+/* Inside a test: the mpirun command line, or skip this test saying that mpirun is missing. */
+#define MPIRUN_OR_SKIP(var)                                                                   \
+    const char *var = test_mpirun();                                                          \
+    if (!var) {                                                                               \
+        fprintf(stderr, "[  SKIPPED ] %s: needs Open MPI's mpirun (./setup.sh installs "        \
+                "openmpi-bin)\n", __func__);                                                   \
+        skip();                                                                               \
+        return; /* skip() does not return; this says so to the compiler */                  \
+    }
+
 /* A JSON fixture, parsed; the test fails naming the file when it cannot be read. */
 static inline JsonDoc *test_load_json(const char *path) {
     char err[ERR_LEN];

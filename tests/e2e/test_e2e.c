@@ -450,6 +450,55 @@ static void test_launcher_starts_ranks_that_meet(void **state) {
     free(model);
 }
 
+/* Two runs' losses (trainer_log.jsonl) and grad norms (trainer_state.json) in output folders a and
+ * b: the same bits, step by step. */
+static void same_curves(const char *a, const char *b, size_t want_steps) {
+    const char *keys[] = {"loss", "grad_norm"}, *files[] = {"trainer_log.jsonl", "trainer_state.json"};
+    for (int q = 0; q < 2; q++) {
+        char *fa = xprintf("%s/%s", a, files[q]), *fb = xprintf("%s/%s", b, files[q]);
+        size_t (*read)(const char *, const char *, double *, size_t) = q == 0 ? log_values : history_values;
+        double x[16], y[16];
+        size_t n = read(fa, keys[q], x, 16);
+        assert_int_equal(n, want_steps);
+        assert_int_equal(read(fb, keys[q], y, 16), n);
+        for (size_t i = 0; i < n; i++)
+            if (x[i] != y[i]) fail_msg("step %zu %s: %.17g in %s, %.17g in %s", i + 1, keys[q], x[i], fa, y[i], fb);
+        free(fa), free(fb);
+    }
+}
+
+/* `mpirun -np 2 ./run_small` with no MASTER_ADDR: the ranks learn rank 0's address through Open
+ * MPI and train exactly as `--nproc-per-node 2` does; without Open MPI's library they are told
+ * the two ways out; with MASTER_ADDR given they meet over TCP and need no library. */
+static void test_mpirun_trains_like_the_launcher(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    MPIRUN_OR_SKIP(mpirun);
+    char *abs_model = model[0] == '/' ? xstrdup(model) : xprintf("%s/%s", root, model);
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_small cutoff_len=32 per_device_train_batch_size=1 "
+            "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, abs_model, root);
+    expect(0, "wrote", cmd);
+    set_cmd("cd %s && ./run_small --nproc-per-node 2 output_dir=out_launcher max_steps=4", tmp);
+    expect(0, "data parallel: 2 ranks (torchrun)", cmd);
+    set_cmd("cd %s && %s -np 2 ./run_small output_dir=out_mpirun max_steps=4", tmp, mpirun);
+    expect(0, "ranks met through Open MPI v", cmd);
+    expect(0, "MASTER_ADDR=127.0.0.1 MASTER_PORT=", cmd); // ranks on one node: the loopback
+    expect(0, "data parallel: 2 ranks (Open MPI) met at 127.0.0.1:", cmd);
+    char *a = xprintf("%s/out_launcher", tmp), *b = xprintf("%s/out_mpirun", tmp);
+    same_curves(a, b, 4);
+    printf("  mpirun -np 2: 4 losses and grad norms the same bits as --nproc-per-node 2's\n");
+    free(a), free(b);
+    set_cmd("cd %s && LLFC_MPI=/nonexistent %s -np 2 ./run_small output_dir=out_nolib max_steps=1", tmp, mpirun);
+    expect(1, "Open MPI's library, which would give them rank 0's address, was not found: tried "
+              "LLFC_MPI=/nonexistent (", cmd);
+    expect(1, "set LLFC_MPI to its libmpi.so, or give rank 0's address yourself: mpirun -x MASTER_ADDR=", cmd);
+    set_cmd("cd %s && LLFC_MPI=/nonexistent %s -np 2 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=%d ./run_small "
+            "--dry-run", tmp, mpirun, test_free_port());
+    expect(0, "rank 1 of 2 (Open MPI, local rank 1 of 2", cmd);
+    free(abs_model);
+    free(model);
+}
+
 /* `llfc tokenize` gives Hugging Face's ids for the shared corpus, and decodes them back. */
 static void test_tokenize_matches_hugging_face(void **state) {
     (void)state;
@@ -532,6 +581,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_trainer_trains_and_resumes_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_training_matches_pytorch_step_by_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_launcher_starts_ranks_that_meet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mpirun_trains_like_the_launcher, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
     };

@@ -114,8 +114,18 @@ static void test_mpi_variables(void **state) {
     assert_int_equal(p.local_rank, 1);
     assert_int_equal(p.local_world_size, 2);
     assert_int_equal(p.source, DIST_MPI);
-    char *no_addr[] = {"OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=2", NULL};
-    place_fails(no_addr, "mpirun -x MASTER_ADDR=host0");
+    assert_string_equal(p.master_addr, "h0");
+    assert_false(p.master_port_set);
+    // without MASTER_ADDR the place is read, the address left to Open MPI (mpiboot.h)
+    char *no_addr[] = {"OMPI_COMM_WORLD_RANK=1", "OMPI_COMM_WORLD_SIZE=2", "MASTER_PORT=4321", NULL};
+    place_ok(no_addr, &p);
+    assert_int_equal(p.rank, 1);
+    assert_string_equal(p.master_addr, "");
+    assert_int_equal(p.master_port, 4321);
+    assert_true(p.master_port_set);
+    char err[ERR_LEN];
+    assert_null(dist_connect(&p, 1, err, sizeof err)); // and nobody can meet without one
+    if (!strstr(err, "Open MPI: rank 1 of 2 does not know rank 0's address: set MASTER_ADDR")) fail_msg("got: %s", err);
 }
 
 static void test_first_host_of_slurm_lists(void **state) {

@@ -7,8 +7,10 @@
  * older than 2.14 (the fake built without ncclCommInitRankConfig) still works, blocking.
  * Collectives started on a stream and waited for later (nccl.h's overlap) give the same sums, a
  * wait that times out names what it waited for, and with the fake driver too (fakecuda.c) a
- * stream that did not wait for the executor's work is refused. (A real NCCL on real GPUs is
- * exercised by the trainer on a GPU machine.) */
+ * stream that did not wait for the executor's work is refused. Under Open MPI's mpirun with no
+ * MASTER_ADDR, NCCL's unique id goes by MPI_Bcast instead of the TCP group (the test re-runs this
+ * program under mpirun with the argument "mpi-rank"). (A real NCCL on real GPUs is exercised by
+ * the trainer on a GPU machine.) */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -19,10 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mpiboot.h"
 #include "nccl.h"
 #include "util.h"
 
 static char fake_path[4096], fake_2_13_path[4096], fake_driver[4096], fake_cublaslt[4096]; /* beside this test */
+static char self_path[4096];
 
 // --- finding the library
 
@@ -134,6 +138,7 @@ static int collectives_body(int rank, int world, int port) {
     NclComm *c = g ? ncl_open(g, NULL, 20, &absent, err, sizeof err) : NULL;
     if (!c) return check(false, rank, "open:", err);
     if (strcmp(ncl_version(c), want_version)) return check(false, rank, "loaded NCCL", ncl_version(c));
+    if (strcmp(ncl_id_route(c), "TCP")) return check(false, rank, "NCCL's id went by", ncl_id_route(c));
     float *a = xmalloc(N_BIG * sizeof *a), *b = xmalloc(N_BIG * sizeof *b);
     for (size_t i = 0; i < N_BIG; i++) a[i] = value(rank, i), b[i] = -1;
     int bad = check(ncl_allreduce_sum(c, (CuPtr)(uintptr_t)a, (CuPtr)(uintptr_t)b, N_BIG, NULL, "b", err, sizeof err),
@@ -484,11 +489,49 @@ static void test_a_stream_that_did_not_wait_is_refused(void **state) {
     unsetenv("LLFC_CUDA_DRIVER"), unsetenv("LLFC_CUBLASLT"), unsetenv("LLFC_NCCL");
 }
 
-int main(void) {
+// --- under mpirun
+
+/* Under mpirun (the fake NCCL in LLFC_NCCL): NCCL's id by MPI_Bcast, then a sum over the ranks. */
+static int mpi_rank(void) {
+    char err[ERR_LEN] = "";
+    DistPlace p;
+    DistGroup *g = NULL;
+    NclComm *c = NULL;
+    bool absent, ok = dist_place_from_env(&p, NULL, err, sizeof err) && mpiboot_find_master(&p, err, sizeof err);
+    if (ok) g = dist_connect(&p, 20, err, sizeof err);
+    if (g) c = ncl_open(g, NULL, 20, &absent, err, sizeof err);
+    ok = ok && g && c;
+    float v[2] = {(float)p.rank + 1, 0.25f * (float)p.rank};
+    ok = ok && ncl_allreduce_sum(c, (CuPtr)(uintptr_t)v, (CuPtr)(uintptr_t)v, 2, NULL, "v", err, sizeof err);
+    if (ok) printf("rank %d: NCCL's id by %s, sum %g %g\n", p.rank, ncl_id_route(c), v[0], v[1]);
+    else fprintf(stderr, "rank %d: %s\n", p.rank, err);
+    ncl_close(c);
+    dist_close(g);
+    mpiboot_set_exit_status(ok ? 0 : 1);
+    return ok ? 0 : 1;
+}
+
+static void test_under_mpirun_the_id_goes_by_mpi_bcast(void **state) {
+    (void)state;
+    MPIRUN_OR_SKIP(mpirun);
+    char *cmd = xprintf("LLFC_NCCL=%s %s -np 2 %s mpi-rank", fake_path, mpirun, self_path), *out;
+    int rc = test_shell(&out, cmd);
+    // 1 + 2 and 0 + 0.25 on both ranks
+    if (rc != 0 || !strstr(out, "rank 0: NCCL's id by MPI_Bcast, sum 3 0.25") ||
+        !strstr(out, "rank 1: NCCL's id by MPI_Bcast, sum 3 0.25"))
+        fail_msg("command: %s\nexit %d:\n%s", cmd, rc, out);
+    free(out);
+    free(cmd);
+}
+
+int main(int argc, char **argv) {
+    ssize_t self_len = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    if (self_len > 0) self_path[self_len] = 0;
     test_beside_self(fake_path, sizeof fake_path, "libfakenccl.so.2");
     test_beside_self(fake_2_13_path, sizeof fake_2_13_path, "libfakenccl-2.13.so.2");
     test_beside_self(fake_driver, sizeof fake_driver, "libfakecuda.so.1");
     test_beside_self(fake_cublaslt, sizeof fake_cublaslt, "libfakecublaslt.so");
+    if (argc == 2 && !strcmp(argv[1], "mpi-rank")) return mpi_rank();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_are_tried_in_order),
         cmocka_unit_test(test_every_path_tried_is_named),
@@ -504,6 +547,7 @@ int main(void) {
         cmocka_unit_test(test_a_start_that_never_connects_times_out),
         cmocka_unit_test(test_a_rank_that_dies_while_starting_fails_the_others),
         cmocka_unit_test(test_an_nccl_before_2_14_starts_blocking),
+        cmocka_unit_test(test_under_mpirun_the_id_goes_by_mpi_bcast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
