@@ -740,8 +740,8 @@ bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
  * A window's gradients start at zero; the owner's slice accumulates in place, so an ncclReduce
  * in place sums every rank's part into it. It is started on the windows' stream as soon as the
  * op that adds last to the group's gradients in this call is launched (`last_write`), while the
- * backward pass goes on with the layers below, and waited for when the window is reused or the
- * call ends. Every collective here goes to that one stream, after an event that makes it wait for
+ * backward pass goes on with the layer below, and waited for when that layer's ends (so the
+ * window is free when the next one needs it; win_after_op) or the call does. Every collective here goes to that one stream, after an event that makes it wait for
  * what the compute stream (the legacy one every launch goes to) has so far: a gather's window may
  * still be read by launches before it, and a reduction's input is written by them. */
 
@@ -1047,13 +1047,20 @@ static bool win_before(ExecCuda *ex, int32_t i) {
     return true;
 }
 
-/* After op i of a training call: the reductions of the groups it was the last to add to. */
+/* After op i of a training call: the reductions of the groups it was the last to add to. What the
+ * stream has before them is waited for first: the layer above's reduction, started when its
+ * backward pass ended, so it ran while this layer's did; done now, its window is free for the
+ * layer below without a wait (a wait after starting these would hold the host until the GPU has
+ * run every launch so far, and the next layer's launches would queue only then). */
 static bool win_after_op(ExecCuda *ex, int32_t i) {
     Windows *z = ex->win;
     if (!z || !ex->train) return true;
+    bool waited = false;
     for (int k = 0; k < WIN_NEED && z->need[i][k] >= 0; k++) {
         const int32_t g = z->need[i][k];
         if (z->group[g].last_write != i || !z->group[g].dirty) continue;
+        if (!waited && !win_wait(ex)) return false;
+        waited = true;
         z->early++;
         if (!win_reduce(ex, g)) return false;
     }
