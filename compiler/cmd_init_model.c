@@ -26,13 +26,15 @@ static const char *USAGE =
     "usage: llfc init-model --family F --hidden H --layers L --heads N --intermediate I --vocab V\n"
     "                       [--kv-heads K] [--head-dim D] [--tokenizer DIR] [--dtype bf16|f32]\n"
     "                       [--seed S] [--max-positions P] [--tie-embeddings true|false]\n"
-    "                       [--max-shard-size 5GB] [--bias-std B] -o DIR\n"
+    "                       [--max-shard-size 5GB] [--bias-std B] [--no-weights] -o DIR\n"
     "\n"
     "Writes a Hugging Face model folder with seeded random weights (N(0, 0.02), norms 1) that\n"
     "transformers loads: config.json, generation_config.json, model.safetensors (sharded past\n"
     "--max-shard-size, default 5GB) and the tokenizer files of --tokenizer DIR.\n"
     "F is one of: %s. K defaults to N, D to H/N, S to 0. Biases (qwen2's q/k/v) are 0, as\n"
-    "Hugging Face initializes them, or N(0, B) with --bias-std B (tests that must see them).\n";
+    "Hugging Face initializes them, or N(0, B) with --bias-std B (tests that must see them).\n"
+    "--no-weights writes everything but the safetensors: enough to compile a trainer (llfc reads\n"
+    "only config.json), and the same flags without it later make the weights where it runs.\n";
 
 // --- flags
 
@@ -42,6 +44,7 @@ typedef struct {
     uint64_t seed, max_shard_bytes;
     double bias_std; /* 0: biases 0 */
     int tie; /* -1 = the family's default */
+    bool no_weights; /* config and tokenizer files only */
 } Flags;
 
 static int usage(const char *fmt, ...) PRINTF_LIKE(1, 2);
@@ -92,6 +95,10 @@ static int parse_flags(int argc, char **argv, Flags *f) {
             exit(0);
         }
         if (a[0] != '-') return usage("unexpected argument '%s'", a);
+        if (!strcmp(a, "--no-weights")) { // the only flag without a value
+            f->no_weights = true;
+            continue;
+        }
         if (i + 1 >= argc) return usage("%s needs a value", a);
         const char *v = argv[++i];
         struct { const char *name; int64_t *dst; } counts[] = {
@@ -417,7 +424,7 @@ int cmd_init_model(int argc, char **argv) {
     size_t n_files = 0;
     bool ok = write_json_file(f.out, "config.json", &config, err, sizeof err) &&
               write_json_file(f.out, "generation_config.json", &gen, err, sizeof err) &&
-              write_weights(&m, &f, &n_files, err, sizeof err) &&
+              (f.no_weights || write_weights(&m, &f, &n_files, err, sizeof err)) &&
               (!f.tokenizer || copy_tokenizer(f.tokenizer, f.out, err, sizeof err));
     sb_free(&config), sb_free(&gen);
     if (!ok) {
@@ -427,9 +434,12 @@ int cmd_init_model(int argc, char **argv) {
     }
     int64_t params = model_param_count(&m);
     double mb = (double)params * (strcmp(f.dtype, "f32") ? 2 : 4) / 1e6;
-    fprintf(stderr, "llfc: wrote %s: %s, %lld parameters, %.1f MB of %s in %zu safetensors "
-            "file%s\n", f.out, m.model_type, (long long)params, mb, f.dtype, n_files,
-            n_files == 1 ? "" : "s");
+    if (f.no_weights)
+        fprintf(stderr, "llfc: wrote %s: %s, %lld parameters, config and tokenizer only (--no-weights; "
+                "the %.1f MB of %s weights are left out)\n", f.out, m.model_type, (long long)params, mb, f.dtype);
+    else
+        fprintf(stderr, "llfc: wrote %s: %s, %lld parameters, %.1f MB of %s in %zu safetensors file%s\n", f.out,
+                m.model_type, (long long)params, mb, f.dtype, n_files, n_files == 1 ? "" : "s");
     model_free(&m);
     return 0;
 }

@@ -562,6 +562,15 @@ static void test_init_model_writes_a_loadable_folder(void **state) {
     set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_sft model_name_or_path=%s template=qwen3 && "
             "%s/run_sft --dry-run model_name_or_path=%s", llfc, tmp, dir, tmp, dir);
     expect(0, "dry run: every input checked", cmd);
+    // --no-weights: the same config and tokenizer files without the safetensors, and a
+    // trainer compiles against that folder (tests/bench/bench_train.py stages this way)
+    set_cmd("%s init-model --family qwen3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+            "--vocab 151936 --tokenizer %s --seed 7 --no-weights -o %s/cfg && cmp %s/tiny/config.json "
+            "%s/cfg/config.json && cmp %s/tiny/tokenizer.json %s/cfg/tokenizer.json && "
+            "test ! -e %s/cfg/model.safetensors && "
+            "%s recipes/demo_lora_sft.yaml -o %s/run_cfg --arch none model_name_or_path=%s/cfg template=qwen3",
+            llfc, tok, tmp, tmp, tmp, tmp, tmp, tmp, llfc, tmp, tmp);
+    expect(0, "config and tokenizer only", cmd);
     set_cmd("%s init-model --family mamba --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
             "--vocab 100 -o %s/bad; rc=$?; test ! -e %s/bad && exit $rc", llfc, tmp, tmp);
     expect(1, "mamba", cmd);
