@@ -2,11 +2,13 @@
 # setup.sh - install or check what building llfc needs on a fresh Debian/Ubuntu machine:
 # the C toolchain, ninja, libyaml, Lua 5.4, cmocka, PCRE2 (static libraries are linked into
 # llfc and every trainer), Open MPI's mpirun and library (openmpi-bin brings libopenmpi3's
-# libmpi.so.40: the tests start ranks under mpirun; trainers dlopen it, never link it), and the
-# CUDA toolkit (NVRTC compiles generated kernels).
+# libmpi.so.40: the tests start ranks under mpirun; trainers dlopen it, never link it), MPICH's
+# mpiexec and library (mpich: mpiexec.mpich and libmpich.so.12, the other MPI ABI, tested the
+# same way; Open MPI's mpirun stays the default one), and the CUDA toolkit (NVRTC compiles
+# generated kernels).
 # Safe to run again: it installs only what is missing.
 set -eu
-packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev libpng-dev zlib1g-dev openmpi-bin"
+packages="build-essential ninja-build libyaml-dev liblua5.4-dev libcmocka-dev libpcre2-dev libpng-dev zlib1g-dev openmpi-bin mpich"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -442,7 +442,16 @@ static bool load_tensor(const StModel *m, const char *name, float *dst, int64_t 
     return true;
 }
 
-bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, AdamW *opt,
+/* The parameters whose moments opt holds: every one, or those with mine[i] (a fresh array). */
+static OptParam *own_params(const OptParam *params, size_t n_params, const bool *mine, size_t *n) {
+    OptParam *own = xcalloc(n_params + 1, sizeof *own);
+    *n = 0;
+    for (size_t i = 0; i < n_params; i++)
+        if (!mine || mine[i]) own[(*n)++] = params[i];
+    return own;
+}
+
+bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, const bool *mine, AdamW *opt,
                TrainerState *state, CkptPosition *pos, char *err, size_t errlen) {
     if (!ckpt_verify(dir, err, errlen)) return false;
     JsonDoc *doc = NULL;
@@ -482,18 +491,23 @@ bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, AdamW *
         ok = errf(err, errlen, "%s: %zu tensors for %zu parameters; this run trains %zu "
                                "parameters (another recipe?)", file, m->n_tensors,
                   m->n_tensors / per, n_params);
-    if (ok && opt) ok = optim_state_matches(opt, params, n_params, err, errlen);
-    for (size_t i = 0; ok && i < n_params; i++) {
+    size_t n_own = 0;
+    OptParam *own = own_params(params, n_params, mine, &n_own);
+    if (ok && opt) ok = optim_state_matches(opt, own, n_own, err, errlen);
+    for (size_t i = 0, j = 0; ok && i < n_params; i++) {
         const OptParam *p = &params[i];
+        const bool here = !mine || mine[i];
         ok = load_tensor(m, p->name, p->value, p->n, file, err, errlen);
         if (ok && opt) {
             char *a = xprintf("%s.exp_avg", p->name), *b = xprintf("%s.exp_avg_sq", p->name);
-            ok = load_tensor(m, a, opt->m + opt->offset[i], p->n, file, err, errlen) &&
-                 load_tensor(m, b, opt->v + opt->offset[i], p->n, file, err, errlen);
+            ok = load_tensor(m, a, here ? opt->m + opt->offset[j] : NULL, p->n, file, err, errlen) &&
+                 load_tensor(m, b, here ? opt->v + opt->offset[j] : NULL, p->n, file, err, errlen);
             free(a);
             free(b);
         }
+        j += here;
     }
+    free(own);
     if (ok && opt) {
         const char *step = NULL;
         for (size_t k = 0; k < m->n_meta; k++)

@@ -100,11 +100,12 @@ char *ckpt_latest(const char *output_dir, int *n_incomplete);
 bool ckpt_verify(const char *dir, char *err, size_t errlen);
 
 /* Resume: verify, then restore the master weights into params[i].value (matched by name),
- * the optimizer moments and step into *opt (already optim_init'ed for params), the trainer
- * state (caller frees with trainlog_state_free) and the position. A parameter missing from
- * the checkpoint, an extra one, or a size mismatch is an error naming it. A NULL value is
- * checked but not read (ZeRO-3: a parameter another rank keeps). */
-bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, AdamW *opt,
+ * the optimizer moments and step into *opt (already optim_init'ed for the params with mine[i],
+ * in order, or for all of them when mine is NULL: under ZeRO a rank reads only its own
+ * moments), the trainer state (caller frees with trainlog_state_free) and the position. A
+ * parameter missing from the checkpoint, an extra one, or a size mismatch is an error naming
+ * it. A NULL value, and the moments of a parameter not mine, are checked but not read. */
+bool ckpt_load(const char *dir, const OptParam *params, size_t n_params, const bool *mine, AdamW *opt,
                TrainerState *state, CkptPosition *pos, char *err, size_t errlen);
 
 /* Remove checkpoint-* folders beyond `limit` (oldest first by step), and stale .tmp folders. */

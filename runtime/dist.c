@@ -166,6 +166,21 @@ static bool place_mpi(DistPlace *p, char *const *envp, char *err, size_t errlen)
     return true;
 }
 
+/* MPICH's Hydra (also Intel MPI's and MVAPICH2's mpiexec): PMI_RANK, PMI_SIZE, and on this node
+ * MPI_LOCALRANKID, MPI_LOCALNRANKS. */
+static bool place_mpich(DistPlace *p, char *const *envp, char *err, size_t errlen) {
+    bool has_size, has_local, has_lsize;
+    if (!env_int(envp, "PMI_RANK", &p->rank, NULL, err, errlen) ||
+        !env_int(envp, "PMI_SIZE", &p->world_size, &has_size, err, errlen) ||
+        !env_int(envp, "MPI_LOCALRANKID", &p->local_rank, &has_local, err, errlen) ||
+        !env_int(envp, "MPI_LOCALNRANKS", &p->local_world_size, &has_lsize, err, errlen))
+        return false;
+    if (!has_size) return errf(err, errlen, "PMI_RANK is set but PMI_SIZE is not");
+    if (!has_local) p->local_rank = 0;
+    if (!has_lsize) p->local_world_size = 1;
+    return true;
+}
+
 bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errlen) {
     if (!envp) envp = environ;
     memset(p, 0, sizeof *p);
@@ -182,6 +197,9 @@ bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errl
     } else if (env_get(envp, "OMPI_COMM_WORLD_RANK") || env_get(envp, "PMIX_RANK")) {
         p->source = DIST_MPI;
         ok = place_mpi(p, envp, err, errlen);
+    } else if (env_get(envp, "PMI_RANK")) {
+        p->source = DIST_MPICH;
+        ok = place_mpich(p, envp, err, errlen);
     } else {
         return true; // rank 0 of 1
     }
@@ -205,8 +223,8 @@ bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errl
     if (port < 1 || port > 65535) return errf(err, errlen, "MASTER_PORT=%d: expected 1 to 65535", port);
     p->master_port = port;
     p->master_port_set = has_port;
-    // under mpirun, Open MPI tells the ranks rank 0's address (mpiboot_find_master)
-    if (p->world_size > 1 && !p->master_addr[0] && p->source != DIST_MPI)
+    // under mpirun, MPI tells the ranks rank 0's address (mpiboot_find_master)
+    if (p->world_size > 1 && !p->master_addr[0] && !dist_source_is_mpi(p->source))
         return errf(err, errlen, "%s: %d ranks need MASTER_ADDR (and MASTER_PORT, default %d) to meet; "
                     "set them to rank 0's host", src, p->world_size, p->master_port);
     return true;
@@ -217,9 +235,12 @@ const char *dist_source_name(DistSource s) {
     case DIST_TORCHRUN: return "torchrun";
     case DIST_SLURM: return "SLURM";
     case DIST_MPI: return "Open MPI";
+    case DIST_MPICH: return "MPICH";
     default: return "none";
     }
 }
+
+bool dist_source_is_mpi(DistSource s) { return s == DIST_MPI || s == DIST_MPICH; }
 
 // --- the TCP star
 

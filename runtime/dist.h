@@ -8,8 +8,9 @@
  *   dist_broadcast(g, nccl_id, 128, err, sizeof err);           // rank 0's bytes to every rank
  *
  * Which variables win when several launchers' are present: torchrun's (RANK, WORLD_SIZE, ...)
- * over SLURM's over Open MPI's / PMIx's: `srun torchrun ...` and `mpirun` under SLURM both do
- * what their outer tool means. A run with none of them is rank 0 of 1.
+ * over SLURM's over Open MPI's / PMIx's over MPICH Hydra's (PMI_RANK, ...): `srun torchrun ...`
+ * and `mpirun` under SLURM both do what their outer tool means. A run with none of them is rank
+ * 0 of 1.
  *
  * The group is a star over TCP (rank 0 in the middle): enough for exchanging NCCL's unique id,
  * host names and barriers, and for the CPU executor's collectives in tests. Every wait has a
@@ -21,7 +22,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef enum { DIST_NONE, DIST_TORCHRUN, DIST_SLURM, DIST_MPI } DistSource;
+/* DIST_MPI: Open MPI's mpirun (or another PMIx launcher); DIST_MPICH: MPICH's Hydra (mpiexec of
+ * MPICH, Intel MPI, MVAPICH2), whose ranks have PMI_RANK / PMI_SIZE. */
+typedef enum { DIST_NONE, DIST_TORCHRUN, DIST_SLURM, DIST_MPI, DIST_MPICH } DistSource;
 
 typedef struct {
     int rank, world_size;            /* global */
@@ -38,7 +41,9 @@ typedef struct {
  * ranks without MASTER_ADDR are one too, except under mpirun, where master_addr stays "" for
  * mpiboot_find_master (mpiboot.h) to learn rank 0's from Open MPI. */
 bool dist_place_from_env(DistPlace *p, char *const *envp, char *err, size_t errlen);
-const char *dist_source_name(DistSource s); /* "torchrun", "SLURM", "Open MPI", "none" */
+const char *dist_source_name(DistSource s); /* "torchrun", "SLURM", "Open MPI", "MPICH", "none" */
+/* Whether s is an MPI launcher's (mpiboot.h can learn rank 0's address from its MPI). */
+bool dist_source_is_mpi(DistSource s);
 
 /* The first host of a SLURM host list ("node[07-09,12],gpu3" -> "node07"), into out. */
 bool dist_first_host(const char *nodelist, char *out, size_t outlen);

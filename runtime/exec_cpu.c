@@ -172,9 +172,10 @@ static bool read_tensor(const StTensor *t, const PlanParam *p, float *dst, const
 }
 
 /* The loaders write parameter i's value at value[i]; NULL skips it (ZeRO-3: another rank's). */
-static float **param_places(const Plan *plan, float *param_region) {
+static float **param_places(const Plan *plan, float *param_region, const bool *held) {
     float **value = xcalloc((size_t)plan->n_params + 1, sizeof *value);
-    for (int32_t i = 0; i < plan->n_params; i++) value[i] = param_region + plan->tensors[plan->params[i].tensor].offset;
+    for (int32_t i = 0; i < plan->n_params; i++)
+        if (!held || held[i]) value[i] = param_region + plan->tensors[plan->params[i].tensor].offset;
     return value;
 }
 
@@ -184,21 +185,27 @@ static float **param_values_at(const Plan *plan, float *const *at) {
     return value;
 }
 
-static bool load_model_into(const Plan *plan, float *const *value, const char *path, char *err, size_t errlen) {
+/* Base parameter i into value[i]; with a NULL place, into a scratch buffer handed to sink, or
+ * skipped without one. */
+static bool load_model_into(const Plan *plan, float *const *value, ExecParamSink sink, void *ctx, const char *path,
+                            char *err, size_t errlen) {
     StModel *m = st_open(path, err, errlen);
     if (!m) return false;
     bool ok = true;
     for (int32_t i = 0; i < plan->n_params && ok; i++) {
         const PlanParam *p = &plan->params[i];
-        if (p->kind != PARAM_BASE || !value[i]) continue;
+        if (p->kind != PARAM_BASE || (!value[i] && !sink)) continue;
         const StTensor *t = st_find(m, p->source);
-        if (!t)
-            ok = errf(err, errlen,
-                      "%s: no tensor %s; is this the model the trainer was "
-                      "compiled for?",
-                      path, p->source);
-        else
+        if (!t) {
+            ok = errf(err, errlen, "%s: no tensor %s; is this the model the trainer was compiled for?", path,
+                      p->source);
+        } else if (value[i]) {
             ok = read_tensor(t, p, value[i], path, err, errlen);
+        } else {
+            float *scratch = xmalloc((size_t)t->numel * sizeof *scratch + sizeof *scratch);
+            ok = read_tensor(t, p, scratch, path, err, errlen) && sink(ctx, i, scratch, err, errlen);
+            free(scratch);
+        }
     }
     st_close(m);
     return ok;
@@ -241,21 +248,23 @@ static bool load_adapter_into(const Plan *plan, float *const *value, const char 
     return ok;
 }
 
-bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
-    float **value = param_places(plan, param_region);
-    bool ok = load_model_into(plan, value, path, err, errlen);
+bool exec_params_load_model(const Plan *plan, float *param_region, const bool *held, ExecParamSink sink, void *ctx,
+                            const char *path, char *err, size_t errlen) {
+    float **value = param_places(plan, param_region, held);
+    bool ok = load_model_into(plan, value, sink, ctx, path, err, errlen);
     free(value);
     return ok;
 }
 
-void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region) {
-    float **value = param_places(plan, param_region);
+void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region, const bool *held) {
+    float **value = param_places(plan, param_region, held);
     init_lora_into(plan, seed, value);
     free(value);
 }
 
-bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen) {
-    float **value = param_places(plan, param_region);
+bool exec_params_load_adapter(const Plan *plan, float *param_region, const bool *held, const char *path, char *err,
+                              size_t errlen) {
+    float **value = param_places(plan, param_region, held);
     bool ok = load_adapter_into(plan, value, path, err, errlen);
     free(value);
     return ok;
@@ -281,10 +290,12 @@ static void exec_params_views_at(const Plan *plan, float *const *at, ExecParam *
     }
 }
 
-void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
-                       ExecParam **trainable, size_t *n_trainable) {
+void exec_params_views(const Plan *plan, float *param_region, const bool *held, float *grad_region, ExecParam **all,
+                       size_t *n_all, ExecParam **trainable, size_t *n_trainable) {
     float *region[PLAN_REGIONS] = {param_region, grad_region, NULL, NULL};
     float **at = tensor_places(plan, region);
+    for (int32_t i = 0; held && i < plan->n_params; i++)
+        if (!held[i]) at[plan->params[i].tensor] = NULL;
     exec_params_views_at(plan, at, all, n_all, trainable, n_trainable);
     free(at);
 }
@@ -297,8 +308,12 @@ static bool with_values(ExecCpu *ex, bool (*load)(const Plan *, float *const *, 
     return ok;
 }
 
+static bool load_model_here(const Plan *plan, float *const *value, const char *path, char *err, size_t errlen) {
+    return load_model_into(plan, value, NULL, NULL, path, err, errlen);
+}
+
 bool exec_cpu_load_model(ExecCpu *ex, const char *path, char *err, size_t errlen) {
-    return with_values(ex, load_model_into, path, err, errlen);
+    return with_values(ex, load_model_here, path, err, errlen);
 }
 
 void exec_cpu_init_lora(ExecCpu *ex) {

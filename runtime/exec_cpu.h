@@ -134,14 +134,20 @@ void exec_cpu_memory(const ExecCpu *ex, ExecMemory *m);
 int64_t exec_cpu_gathers(const ExecCpu *ex);
 
 /* The same for any executor, on a PARAM region laid out as the plan says (fp32, element
- * offsets), e.g. the CUDA executor's host copy. */
-bool exec_params_load_model(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen);
-void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region);
-bool exec_params_load_adapter(const Plan *plan, float *param_region, const char *path, char *err, size_t errlen);
+ * offsets), e.g. the CUDA executor's host copy, of which a rank may hold only some parameters
+ * (held[i]; NULL: all): the others are skipped, and their views' values are NULL. */
+typedef bool (*ExecParamSink)(void *ctx, int32_t param, const float *values, char *err, size_t errlen);
+/* sink, when not NULL, gets each base parameter not held as it is read (values valid during the
+ * call; the CUDA executor sends frozen weights straight to the GPU); without one they are skipped. */
+bool exec_params_load_model(const Plan *plan, float *param_region, const bool *held, ExecParamSink sink, void *ctx,
+                            const char *path, char *err, size_t errlen);
+void exec_params_init_lora(const Plan *plan, uint64_t seed, float *param_region, const bool *held);
+bool exec_params_load_adapter(const Plan *plan, float *param_region, const bool *held, const char *path, char *err,
+                              size_t errlen);
 /* The parameters as ExecParams over a PARAM and a GRAD region: every one, and the trainable
  * ones, in the plan's order (both arrays allocated; the caller frees them). */
-void exec_params_views(const Plan *plan, float *param_region, float *grad_region, ExecParam **all, size_t *n_all,
-                       ExecParam **trainable, size_t *n_trainable);
+void exec_params_views(const Plan *plan, float *param_region, const bool *held, float *grad_region, ExecParam **all,
+                       size_t *n_all, ExecParam **trainable, size_t *n_trainable);
 
 /* Each op's group, from the parameters and gradients it names (l + 1: layer l's, 0: those outside
  * the layers, -1: none, -2: two groups), into op_group[plan->n_ops]; false when some op names two

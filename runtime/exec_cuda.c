@@ -58,7 +58,6 @@ typedef struct {
     int slot;                  /* the window holding it, or -1 */
     int32_t last_write;        /* the op after which a training call adds nothing more to its gradients */
     bool dirty;                /* its window's gradients have something for their owners */
-    bool reducing;             /* their reduction is on the stream, not yet waited for */
 } WinGroup;
 
 typedef struct Windows {
@@ -74,10 +73,16 @@ typedef struct Windows {
     CuPtr slot[WIN_SLOTS], slot_grad[WIN_SLOTS];
     int64_t slot_bytes[WIN_SLOTS], slot_grad_bytes[WIN_SLOTS];
     int32_t slot_group[WIN_SLOTS];
+    int32_t grads_for[WIN_SLOTS];  /* the group whose gradients a window's gradient part was zeroed for, or -1 */
     uint64_t slot_used[WIN_SLOTS], clock;
-    int64_t gathers, early;        /* groups gathered (ZeRO-3); reductions started as the backward pass went on */
+    int32_t *next_group;           /* per op: the next layer group that later ops need and it does not, or -1 */
+    int64_t gathers, prefetched;   /* groups gathered (ZeRO-3); of them, gathered before the op that needed them */
+    int64_t early;                 /* reductions started as the backward pass went on */
     NclComm *nccl;
     void *stream, *event;          /* every collective here goes to `stream`, after `event` on the compute one */
+    void *ready[WIN_SLOTS];        /* on `stream`: a window's gather done (ZeRO-3), */
+    void *reduced[WIN_SLOTS];      /* and its gradients' reduction done */
+    bool ready_pending[WIN_SLOTS], reduce_pending[WIN_SLOTS]; /* not yet waited for by the compute stream */
 } Windows;
 
 static bool win_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t errlen);
@@ -103,6 +108,8 @@ struct ExecCuda {
     int32_t *placed, n_placed;         /* with guards: the tensors that have bytes, by address */
     CuPtr m, v, colsum, partial, norm_coef, chunk, dchunk, row_max, row_sum, target, loss_sum, count, inv_freq;
     float *host[2];                    /* host copies of PARAM and GRAD */
+    bool *held;                        /* per plan parameter, whether host[0] holds it (NULL: all do) */
+    float *gathered;                   /* ZeRO-3, rank 0 while it writes: the others' parameters */
     ExecParam *trainable, *all;
     size_t n_trainable, n_all;
     uint8_t *group;                    /* per trainable parameter: adamw.cuh's group (0, or 1 = LoRA+) */
@@ -347,7 +354,7 @@ static bool allocate(ExecCuda *ex, int64_t all_state, FILE *log, char *err, size
     size_t free_b = 0, total_b = 0;
     cudrv_mem_info(ex->d, &free_b, &total_b);
     const double mib = 1 << 20;
-    char line[1280], zero[640] = "", windows[320] = ""; /* one write: under ZeRO every rank prints its own line */
+    char line[1600], zero[960] = "", windows[640] = ""; /* one write: under ZeRO every rank prints its own line */
     if (z) win_say(ex, windows, sizeof windows);
     if (ex->owner)
         snprintf(zero, sizeof zero, "; rank %d, ZeRO-%d: fp32 masters and AdamW state of its %lld of %lld trained "
@@ -560,6 +567,23 @@ bool exec_cuda_act_layout(const Plan *plan, const char *launches, size_t len, in
     return ok;
 }
 
+/* ZeRO-3: the parameters whose fp32 host copies this rank holds: its own (each owner loads,
+ * merges and initializes its own; rank 0 gathers the others only to write them, exec_cuda_collect).
+ * NULL (all of them) otherwise, until exec_cuda_load_model decides. */
+static bool *held_params(const Plan *p, const ExecCudaShard *sh) {
+    if (!sh || !sh->param_owner) return NULL;
+    bool *held = xcalloc((size_t)p->n_params + 1, sizeof *held);
+    for (int32_t i = 0; i < p->n_params; i++) held[i] = sh->param_owner[i] == sh->rank;
+    return held;
+}
+
+/* The views of the host copies, again after `held` changed. */
+static void make_views(ExecCuda *ex) {
+    free(ex->all), free(ex->trainable);
+    exec_params_views(ex->plan, ex->host[0], ex->held, ex->host[1], &ex->all, &ex->n_all, &ex->trainable,
+                      &ex->n_trainable);
+}
+
 ExecCuda *exec_cuda_new(const Plan *plan, const Payload *payload, int device, uint64_t seed, FILE *log, char *err,
                         size_t errlen) {
     return exec_cuda_new_sharded(plan, payload, device, seed, NULL, log, err, errlen);
@@ -573,9 +597,10 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
     ex->plan = plan, ex->seed = seed, ex->d = d;
     for (int j = 0; j < 3; j++) ex->optimizer[j] = -1;
     snprintf(ex->device, sizeof ex->device, "%s (sm_%d)", cudrv_name(d), cudrv_arch(d));
-    ex->host[0] = xcalloc((size_t)plan->region_size[PLAN_PARAM] + 1, sizeof(float));
+    ex->held = held_params(plan, shard);
+    ex->host[0] = xcalloc((size_t)plan->region_size[PLAN_PARAM] + 1, sizeof(float)); /* pages never written stay unmapped */
     ex->host[1] = xcalloc((size_t)plan->region_size[PLAN_GRAD] + 1, sizeof(float));
-    exec_params_views(plan, ex->host[0], ex->host[1], &ex->all, &ex->n_all, &ex->trainable, &ex->n_trainable);
+    make_views(ex);
     ex->group = xcalloc(ex->n_trainable + 1, 1);
     for (int32_t i = 0, k = 0; i < plan->n_params; i++) /* as cuda_gen.c's adamw_flags: lora_B and 1-D */
         if (plan->params[i].trainable)
@@ -607,7 +632,7 @@ void exec_cuda_free(ExecCuda *ex) {
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) cudrv_free(ex->d, *ptrs[i]);
     cudrv_close(ex->d);
     free(ex->kernels), free(ex->ops), free(ex->host[0]), free(ex->host[1]), free(ex->all), free(ex->trainable), free(ex->group);
-    free(ex->owner), free(ex->param_owner);
+    free(ex->owner), free(ex->param_owner), free(ex->held), free(ex->gathered);
     exec_cuda_act_layout_free(&ex->act);
     free(ex->act_host), free(ex->placed);
     free(ex);
@@ -663,14 +688,32 @@ static void win_or_whole(const ExecCuda *ex, bool grad, int64_t *from, int64_t *
     else *from = 0, *n = ex->plan->region_size[grad ? PLAN_GRAD : PLAN_PARAM];
 }
 
-bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
+/* n fp32 values as the GPU's 16-bit weights at element `at` of PARAM. */
+static bool put_16bit(ExecCuda *ex, int64_t at, const float *values, int64_t n, char *err, size_t errlen) {
+    uint16_t *h = xmalloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(values[i]) : to_bf16(values[i]);
+    bool ok = cudrv_put(ex->d, ex->shadow + (CuPtr)at * 2, h, (size_t)n * 2, "upload 16-bit weights", err, errlen);
+    free(h);
+    return ok;
+}
+
+/* The 16-bit weights from the host copies: ZeRO-3's own slice, every weight, or (frozen ones
+ * having gone up as they were read) each one held. */
+static bool put_weights(ExecCuda *ex, char *err, size_t errlen) {
     int64_t from, n;
     win_or_whole(ex, false, &from, &n);
-    uint16_t *h = xmalloc((size_t)n * 2 + 2);
-    const float *host = ex->host[0] + from;
-    for (int64_t i = 0; i < n; i++) h[i] = ex->storage == CU_F16 ? st_f32_to_f16(host[i]) : to_bf16(host[i]);
-    bool ok = cudrv_put(ex->d, ex->shadow + (CuPtr)from * 2, h, (size_t)n * 2, "upload 16-bit weights", err, errlen);
-    free(h);
+    if ((ex->win && ex->win->values) || !ex->held) return put_16bit(ex, from, ex->host[0] + from, n, err, errlen);
+    const Plan *p = ex->plan;
+    bool ok = true;
+    for (int32_t i = 0; i < p->n_params && ok; i++) {
+        const PlanTensor *t = &p->tensors[p->params[i].tensor];
+        if (ex->held[i]) ok = put_16bit(ex, t->offset, ex->host[0] + t->offset, t->numel, err, errlen);
+    }
+    return ok;
+}
+
+bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen) {
+    bool ok = put_weights(ex, err, errlen);
     float *packed = xmalloc((size_t)ex->n_state * 4 + 4);
     pack_masters(ex, packed, false);
     ok = ok && cudrv_put(ex->d, ex->master, packed, (size_t)ex->n_state * 4, "upload weights", err, errlen);
@@ -710,14 +753,84 @@ bool exec_cuda_grads_to_device(ExecCuda *ex, char *err, size_t errlen) {
                      "upload gradients", err, errlen);
 }
 
-bool exec_cuda_load_model(ExecCuda *ex, const char *path, char *err, size_t errlen) {
-    return exec_params_load_model(ex->plan, ex->host[0], path, err, errlen);
+static bool frozen_to_device(void *ctx, int32_t param, const float *values, char *err, size_t errlen) {
+    ExecCuda *ex = ctx;
+    const PlanTensor *t = &ex->plan->tensors[ex->plan->params[param].tensor];
+    return put_16bit(ex, t->offset, values, t->numel, err, errlen);
 }
 
-void exec_cuda_init_lora(ExecCuda *ex) { exec_params_init_lora(ex->plan, ex->seed, ex->host[0]); }
+/* Without ZeRO-3 every GPU has every weight, but the host keeps only what it will use again:
+ * the trained weights (AdamW's masters start from them; under ZeRO-1/2 a rank's own, and at
+ * rank 0, which writes checkpoints, all) and, with keep_frozen, every weight (adapters to merge
+ * into the frozen ones, a whole model to write); every other one goes to the GPU as it is read,
+ * so a rank's RAM never holds the fp32 model. (Under ZeRO-1/2 the owners' broadcast,
+ * exec_cuda_broadcast_params, then brings the other ranks' trained weights, LoRA's first.) */
+bool exec_cuda_load_model(ExecCuda *ex, const char *path, bool keep_frozen, char *err, size_t errlen) {
+    const Plan *p = ex->plan;
+    bool zero3 = ex->win && ex->win->values;
+    if (!zero3 && !keep_frozen) {
+        free(ex->held);
+        ex->held = xcalloc((size_t)p->n_params + 1, sizeof *ex->held);
+        for (int32_t i = 0; i < p->n_params; i++)
+            ex->held[i] = p->params[i].trainable && (!ex->owner || ex->rank == 0 || ex->param_owner[i] == ex->rank);
+        make_views(ex);
+    }
+    return exec_params_load_model(p, ex->host[0], ex->held, zero3 ? NULL : frozen_to_device, ex, path, err, errlen);
+}
+
+void exec_cuda_host_values(const ExecCuda *ex, int64_t *held, int64_t *all) {
+    const Plan *p = ex->plan;
+    *held = *all = 0;
+    for (int32_t i = 0; i < p->n_params; i++) {
+        const int64_t n = p->tensors[p->params[i].tensor].numel;
+        *all += n;
+        *held += !ex->held || ex->held[i] ? n : 0;
+    }
+}
+
+void exec_cuda_init_lora(ExecCuda *ex) { exec_params_init_lora(ex->plan, ex->seed, ex->host[0], ex->held); }
 
 bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t errlen) {
-    return exec_params_load_adapter(ex->plan, ex->host[0], path, err, errlen);
+    return exec_params_load_adapter(ex->plan, ex->host[0], ex->held, path, err, errlen);
+}
+
+/* Point the views of the parameters this rank does not hold at `at` (NULL: at nothing again). */
+static void point_unheld(ExecCuda *ex, float *at) {
+    const Plan *p = ex->plan;
+    for (int32_t i = 0, t = 0; i < p->n_params; i++) {
+        const int64_t n = p->tensors[p->params[i].tensor].numel;
+        if (!ex->held[i]) {
+            ex->all[i].value = at;
+            if (p->params[i].trainable) ex->trainable[t].value = at;
+            if (at) at += n;
+        }
+        t += p->params[i].trainable;
+    }
+}
+
+bool exec_cuda_collect(ExecCuda *ex, char *err, size_t errlen) {
+    if (!ex->win || !ex->win->values) return true;
+    const Plan *p = ex->plan;
+    int64_t others = 0;
+    for (int32_t i = 0; i < p->n_params; i++) others += ex->held[i] ? 0 : p->tensors[p->params[i].tensor].numel;
+    if (ex->rank == 0) {
+        ex->gathered = xmalloc((size_t)others * sizeof(float) + sizeof(float));
+        point_unheld(ex, ex->gathered);
+    }
+    for (int32_t i = 0; i < p->n_params; i++) /* ranks neither sending nor receiving pass by */
+        if (!dist_send_to(ex->ranks, ex->param_owner[i], 0, ex->all[i].value,
+                          (size_t)p->tensors[p->params[i].tensor].numel * sizeof(float), err, errlen)) {
+            exec_cuda_uncollect(ex);
+            return false;
+        }
+    return true;
+}
+
+void exec_cuda_uncollect(ExecCuda *ex) {
+    if (!ex->gathered) return;
+    point_unheld(ex, NULL);
+    free(ex->gathered);
+    ex->gathered = NULL;
 }
 
 bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
@@ -740,10 +853,18 @@ bool exec_cuda_zero_grad(ExecCuda *ex, char *err, size_t errlen) {
  * A window's gradients start at zero; the owner's slice accumulates in place, so an ncclReduce
  * in place sums every rank's part into it. It is started on the windows' stream as soon as the
  * op that adds last to the group's gradients in this call is launched (`last_write`), while the
- * backward pass goes on with the layer below, and waited for when that layer's ends (so the
- * window is free when the next one needs it; win_after_op) or the call does. Every collective here goes to that one stream, after an event that makes it wait for
- * what the compute stream (the legacy one every launch goes to) has so far: a gather's window may
- * still be read by launches before it, and a reduction's input is written by them. */
+ * backward pass goes on with the layer below. ZeRO-3 gathers the layer that comes next into the
+ * other layer window as soon as no op before that layer needs what that window holds (at a
+ * layer's first op: the layer before it is done, forward or backward), so the gather runs on the
+ * windows' stream while the compute stream runs this layer.
+ *
+ * Every collective here goes to the windows' stream, after an event that makes it wait for what
+ * the compute stream (the legacy one every launch goes to) has so far: a gather's window may
+ * still be read by launches before it, and a reduction's input is written by them. The other
+ * way, the compute stream waits on the GPU, never the host: for a window's gather (event `ready`)
+ * before the first launch that reads it, and for its last reduction (`reduced`) before the window
+ * is zeroed for the gradients of the next group. The host waits once, at the end of the call
+ * (ncl_wait: every gradient at its owner, NCCL's errors and ddp_timeout seen). */
 
 static int64_t plan_aligned(int64_t n) { return (n + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
 
@@ -783,6 +904,26 @@ static bool win_add_need(Windows *z, int32_t op, int32_t g, bool grad) {
     return false;
 }
 
+static bool needs(const Windows *z, int32_t op, int32_t g) {
+    for (int k = 0; k < WIN_NEED && z->need[op][k] >= 0; k++)
+        if (z->need[op][k] == g) return true;
+    return false;
+}
+
+/* Per op, the next layer group (> 0) the ops after it need that it does not: what to gather
+ * ahead (in the training order; a forward-only call follows it up to the loss). */
+static void win_map_next(ExecCuda *ex) {
+    const Plan *p = ex->plan;
+    Windows *z = ex->win;
+    z->next_group = xmalloc(((size_t)p->n_ops + 1) * sizeof *z->next_group);
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        z->next_group[i] = -1;
+        for (int32_t j = i + 1; j < p->n_ops && z->next_group[i] < 0; j++)
+            for (int k = 0; k < WIN_NEED && z->need[j][k] >= 0 && z->next_group[i] < 0; k++)
+                if (z->need[j][k] > 0 && !needs(z, i, z->need[j][k])) z->next_group[i] = z->need[j][k];
+    }
+}
+
 /* Each launching op's groups (ZeRO-2: those whose gradients it touches): its own tensors' and
  * those of the ops fused into it (the LM head's two products belong to the loss, which computes
  * them). */
@@ -815,6 +956,7 @@ static bool win_map_ops(ExecCuda *ex, char *err, size_t errlen) {
             return errf(err, errlen, "ZeRO: op %d (%s) uses the parameters of %d layers at once; this plan cannot "
                         "be sharded", (int)at, plan_op_name((PlanOpKind)p->ops[at].kind), layers);
     }
+    win_map_next(ex);
     return true;
 }
 
@@ -843,7 +985,7 @@ static void win_lay_out(ExecCuda *ex) {
         if (z->group[g].grad_bytes > z->slot_grad_bytes[k]) z->slot_grad_bytes[k] = z->group[g].grad_bytes;
     }
     z->slot_bytes[2] = z->slot_bytes[1], z->slot_grad_bytes[2] = z->slot_grad_bytes[1];
-    for (int k = 0; k < WIN_SLOTS; k++) z->slot_group[k] = -1;
+    for (int k = 0; k < WIN_SLOTS; k++) z->slot_group[k] = z->grads_for[k] = -1;
 }
 
 /* ZeRO-3 (sh->param_owner: every parameter dealt) or ZeRO-2 (the trained ones' gradients). */
@@ -865,9 +1007,13 @@ static bool win_setup(ExecCuda *ex, const ExecCudaShard *sh, char *err, size_t e
         !own_slice(ex, true, &z->grad_from, &z->grad_elems))
         return errf(err, errlen, "ZeRO-%d: rank %d's parameters are not one run of the plan's", ex->stage, ex->rank);
     win_lay_out(ex);
-    return win_map_ops(ex, err, errlen) &&
-           cudrv_stream_new(ex->d, &z->stream, "the communication stream for ZeRO's windows", err, errlen) &&
-           cudrv_event_new(ex->d, &z->event, "ZeRO's windows ready for the communication stream", err, errlen);
+    bool ok = win_map_ops(ex, err, errlen) &&
+              cudrv_stream_new(ex->d, &z->stream, "the communication stream for ZeRO's windows", err, errlen) &&
+              cudrv_event_new(ex->d, &z->event, "ZeRO's windows ready for the communication stream", err, errlen);
+    for (int k = 0; ok && k < WIN_SLOTS; k++)
+        ok = cudrv_event_new(ex->d, &z->ready[k], "ZeRO-3: a window's gather done", err, errlen) &&
+             cudrv_event_new(ex->d, &z->reduced[k], "ZeRO: a window's reduction done", err, errlen);
+    return ok;
 }
 
 static void win_free(ExecCuda *ex) {
@@ -875,13 +1021,17 @@ static void win_free(ExecCuda *ex) {
     if (!z) return;
     char ignored[ERR_LEN]; /* at the end there is nothing left to do about a failure */
     if (z->event) cudrv_event_free(ex->d, z->event, "ZeRO's windows ready", ignored, sizeof ignored);
+    for (int k = 0; k < WIN_SLOTS; k++) {
+        if (z->ready[k]) cudrv_event_free(ex->d, z->ready[k], "ZeRO-3: a window's gather done", ignored, sizeof ignored);
+        if (z->reduced[k]) cudrv_event_free(ex->d, z->reduced[k], "ZeRO: a window's reduction", ignored, sizeof ignored);
+    }
     if (z->stream) cudrv_stream_free(ex->d, z->stream, "ZeRO's communication stream", ignored, sizeof ignored);
     cudrv_free(ex->d, z->own), cudrv_free(ex->d, z->own_grad);
     for (int k = 0; k < WIN_SLOTS; k++) cudrv_free(ex->d, z->slot[k]), cudrv_free(ex->d, z->slot_grad[k]);
     if (z->values) ex->shadow = 0; /* bases into the slices, not allocations */
     ex->region[PLAN_GRAD] = 0;
     for (int32_t g = 0; z->group && g <= ex->plan->L; g++) free(z->group[g].params);
-    free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need);
+    free(z->param_of), free(z->at), free(z->grad_at), free(z->group), free(z->need), free(z->next_group);
     free(z->writes), free(z);
     ex->win = NULL;
 }
@@ -891,6 +1041,8 @@ void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c) {
 }
 
 int64_t exec_cuda_gathers(const ExecCuda *ex) { return ex->win ? ex->win->gathers : 0; }
+
+int64_t exec_cuda_prefetched(const ExecCuda *ex) { return ex->win ? ex->win->prefetched : 0; }
 
 int64_t exec_cuda_early_reductions(const ExecCuda *ex) { return ex->win ? ex->win->early : 0; }
 
@@ -961,57 +1113,54 @@ static bool owner_collectives(ExecCuda *ex, NclComm *c, int32_t g, bool grad, vo
         snprintf(what, sizeof what, "%s%s: %s rank %d", ex->win ? z3 ? "ZeRO-3, " : "ZeRO-2, " : "", whose,
                  grad ? "gradients to" : "16-bit weights from", runs[r].owner);
         ok = grad ? ncl_start_reduce_sum(c, a, a, (size_t)runs[r].n, runs[r].owner, stream, what, err, errlen)
-                  : ncl_broadcast_bytes(c, a, a, (size_t)runs[r].n * 2, runs[r].owner, stream, what, err, errlen);
+                  : ncl_start_broadcast_bytes(c, a, a, (size_t)runs[r].n * 2, runs[r].owner, stream, what, err, errlen);
     }
     free(runs);
     return ok;
 }
 
-/* Group g's values from their owners into every rank's window (waited for), or (grad) its
- * gradients summed over the ranks into their owners' slices (started), on the windows' stream
- * once the compute stream's launches so far are done. */
+/* Group g's values from their owners into every rank's window, or (grad) its gradients summed
+ * over the ranks into their owners' slices, started on the windows' stream once the compute
+ * stream's launches so far are done; the window's event `ready` or `reduced` recorded after. */
 static bool win_move(ExecCuda *ex, int32_t g, bool grad) {
     Windows *z = ex->win;
+    const int k = z->group[g].slot;
     const char *what = grad ? "ZeRO: gradients ready for their owners" : "ZeRO-3: a window free for a gather";
-    return cudrv_event_record(ex->d, z->event, NULL, what, ex->err, ex->errlen) &&
-           cudrv_stream_wait(ex->d, z->stream, z->event, what, ex->err, ex->errlen) &&
-           owner_collectives(ex, z->nccl, g, grad, z->stream, ex->err, ex->errlen);
-}
-
-/* Every reduction started so far done: their inputs free for reuse. */
-static bool win_wait(ExecCuda *ex) {
-    Windows *z = ex->win;
-    for (int32_t g = 0; g <= ex->plan->L; g++) z->group[g].reducing = false;
-    return ncl_wait(z->nccl, z->stream, ex->err, ex->errlen);
+    if (!cudrv_event_record(ex->d, z->event, NULL, what, ex->err, ex->errlen) ||
+        !cudrv_stream_wait(ex->d, z->stream, z->event, what, ex->err, ex->errlen) ||
+        !owner_collectives(ex, z->nccl, g, grad, z->stream, ex->err, ex->errlen) ||
+        !cudrv_event_record(ex->d, grad ? z->reduced[k] : z->ready[k], z->stream, grad ? "ZeRO: a window reduced"
+                            : "ZeRO-3: a window gathered", ex->err, ex->errlen))
+        return false;
+    if (grad) z->reduce_pending[k] = true;
+    else z->ready_pending[k] = true;
+    return true;
 }
 
 /* Group g's gradients on their way to their owners, when it has some. */
 static bool win_reduce(ExecCuda *ex, int32_t g) {
     WinGroup *grp = &ex->win->group[g];
     if (!grp->dirty) return true;
-    grp->dirty = false, grp->reducing = true;
+    grp->dirty = false;
     return win_move(ex, g, true);
 }
 
-/* Group g in window k: its gradients there from zero; under ZeRO-3 every rank's part of its
- * values. */
+/* Group g in window k (empty): under ZeRO-3 every rank's part of its values, gathered; its
+ * gradients are zeroed when first written (win_use). */
 static bool win_gather(ExecCuda *ex, int32_t g, int k) {
     Windows *z = ex->win;
-    z->group[g].slot = k, z->slot_group[k] = g;
-    if (!cudrv_zero(ex->d, z->slot_grad[k], (size_t)z->group[g].grad_bytes, "ZeRO gradient window", ex->err,
-                    ex->errlen))
-        return false;
+    z->group[g].slot = k, z->slot_group[k] = g, z->grads_for[k] = -1;
     if (!z->values) return true;
     z->gathers++;
     return win_move(ex, g, false);
 }
 
-/* Empty window k (its gradients with their owners first). */
+/* Empty window k (its gradients' reduction started first). */
 static bool win_evict(ExecCuda *ex, int k) {
     Windows *z = ex->win;
     const int32_t g = z->slot_group[k];
     if (g < 0) return true;
-    if (!win_reduce(ex, g) || (z->group[g].reducing && !win_wait(ex))) return false;
+    if (!win_reduce(ex, g)) return false;
     z->group[g].slot = -1, z->slot_group[k] = -1;
     return true;
 }
@@ -1030,7 +1179,56 @@ static int win_pick_slot(const Windows *z, int32_t g, const int32_t *need) {
     return best; /* win_map_ops checked that an op needs two layers at most */
 }
 
-/* Before op i: every group it touches in a window, marked when it adds to their gradients. */
+/* Group g's window k as op i is about to use it: the compute stream after its gather and, when op
+ * i adds to its gradients and they are not yet g's, after the window's last reduction, then
+ * zeroed for g. */
+static bool win_use(ExecCuda *ex, int32_t g, int k, bool writes) {
+    Windows *z = ex->win;
+    if (z->ready_pending[k]) {
+        if (!cudrv_stream_wait(ex->d, NULL, z->ready[k], "ZeRO-3: a window's gather", ex->err, ex->errlen)) return false;
+        z->ready_pending[k] = false;
+    }
+    if (!writes || z->grads_for[k] == g) return true;
+    if (z->reduce_pending[k]) {
+        if (!cudrv_stream_wait(ex->d, NULL, z->reduced[k], "ZeRO: a window's reduction", ex->err, ex->errlen))
+            return false;
+        z->reduce_pending[k] = false;
+    }
+    z->grads_for[k] = g;
+    return cudrv_zero(ex->d, z->slot_grad[k], (size_t)z->group[g].grad_bytes, "ZeRO gradient window", ex->err,
+                      ex->errlen);
+}
+
+/* Whether an op from i on needs group h before (or when) the first one that needs group g. */
+static bool win_needed_before(const Windows *z, int32_t n_ops, int32_t i, int32_t h, int32_t g) {
+    for (int32_t j = i; j < n_ops; j++) {
+        if (needs(z, j, h)) return true;
+        if (needs(z, j, g)) return false;
+    }
+    return false;
+}
+
+/* ZeRO-3, after op i's windows: the next layer gathered ahead into a layer window that no op
+ * needs before it (the least recently used such one), so that its gather runs while the compute
+ * stream runs the ops before it. */
+static bool win_prefetch(ExecCuda *ex, int32_t i) {
+    Windows *z = ex->win;
+    const int32_t g = z->next_group[i];
+    if (!z->values || g <= 0 || z->group[g].slot >= 0) return true;
+    int victim = -1;
+    for (int k = 1; k < WIN_SLOTS; k++) {
+        const int32_t h = z->slot_group[k];
+        if (h >= 0 && win_needed_before(z, ex->plan->n_ops, i, h, g)) continue;
+        if (victim < 0 || (z->slot_group[victim] >= 0 && (h < 0 || z->slot_used[k] < z->slot_used[victim]))) victim = k;
+    }
+    if (victim < 0) return true;
+    z->prefetched++;
+    z->slot_used[victim] = ++z->clock; /* fresh: not the first out when an op needs a window now */
+    return win_evict(ex, victim) && win_gather(ex, g, victim);
+}
+
+/* Before op i: every group it touches in a window and ready for it, marked when it adds to their
+ * gradients; then the next layer's gather started. */
 static bool win_before(ExecCuda *ex, int32_t i) {
     Windows *z = ex->win;
     if (!z) return true;
@@ -1041,26 +1239,22 @@ static bool win_before(ExecCuda *ex, int32_t i) {
             const int s = win_pick_slot(z, g, z->need[i]);
             if (!win_evict(ex, s) || !win_gather(ex, g, s)) return false;
         }
+        const bool writes = ex->train && (z->writes[i] >> k & 1);
         z->slot_used[grp->slot] = ++z->clock;
-        if (ex->train && (z->writes[i] >> k & 1)) grp->dirty = true;
+        if (!win_use(ex, g, grp->slot, writes)) return false;
+        if (writes) grp->dirty = true;
     }
-    return true;
+    return win_prefetch(ex, i);
 }
 
-/* After op i of a training call: the reductions of the groups it was the last to add to. What the
- * stream has before them is waited for first: the layer above's reduction, started when its
- * backward pass ended, so it ran while this layer's did; done now, its window is free for the
- * layer below without a wait (a wait after starting these would hold the host until the GPU has
- * run every launch so far, and the next layer's launches would queue only then). */
+/* After op i of a training call: the reductions of the groups it was the last to add to, started
+ * while the backward pass goes on with the layers below. */
 static bool win_after_op(ExecCuda *ex, int32_t i) {
     Windows *z = ex->win;
     if (!z || !ex->train) return true;
-    bool waited = false;
     for (int k = 0; k < WIN_NEED && z->need[i][k] >= 0; k++) {
         const int32_t g = z->need[i][k];
         if (z->group[g].last_write != i || !z->group[g].dirty) continue;
-        if (!waited && !win_wait(ex)) return false;
-        waited = true;
         z->early++;
         if (!win_reduce(ex, g)) return false;
     }
@@ -1068,16 +1262,19 @@ static bool win_after_op(ExecCuda *ex, int32_t i) {
 }
 
 /* After a call: every gradient at its owner, every window empty (the optimizer changes the
- * owners' values before the next call). After a failure nothing more is sent or waited for. */
+ * owners' values before the next call), the host waiting for the windows' stream. After a
+ * failure nothing more is sent or waited for. */
 static bool win_after(ExecCuda *ex, bool ok) {
     Windows *z = ex->win;
     if (!z) return ok;
     for (int k = 0; k < WIN_SLOTS; k++) {
         const int32_t g = z->slot_group[k];
         if (g < 0) continue;
-        if (!ok) z->group[g].dirty = z->group[g].reducing = false;
+        if (!ok) z->group[g].dirty = false;
         ok = win_evict(ex, k) && ok;
     }
+    ok = ok && ncl_wait(z->nccl, z->stream, ex->err, ex->errlen);
+    for (int k = 0; k < WIN_SLOTS; k++) z->ready_pending[k] = z->reduce_pending[k] = false, z->grads_for[k] = -1;
     return ok;
 }
 
@@ -1535,7 +1732,7 @@ bool exec_cuda_allreduce_grads(ExecCuda *ex, NclComm *c, char *err, size_t errle
 bool exec_cuda_broadcast_params(ExecCuda *ex, NclComm *c, char *err, size_t errlen) {
     if (!ex->owner) return errf(err, errlen, "exec_cuda_broadcast_params: the executor is not sharded (ZeRO)");
     if (ex->win && ex->win->values) return true; /* the next call gathers the owners' new values */
-    return owner_collectives(ex, c, -1, false, NULL, err, errlen);
+    return owner_collectives(ex, c, -1, false, NULL, err, errlen) && ncl_wait(c, NULL, err, errlen);
 }
 
 // --- data parallel over NCCL, overlapped with the backward pass

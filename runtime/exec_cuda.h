@@ -63,19 +63,25 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
 /* ZeRO-3 (param_owner set): a GPU keeps the 16-bit values and fp32 gradients of its own
  * parameters only (slices of the plan's PARAM and GRAD regions), besides the masters and AdamW
  * state of its own trained ones. exec_cuda_step and exec_cuda_forward gather the other ranks'
- * parameters a layer at a time (ncclBroadcast from each owner) into one of two layer windows,
- * least recently used out, plus one window for the parameters outside the layers. ZeRO-2 (stage
- * 2) keeps the gradients alike and every 16-bit value whole. Under both, the other ranks'
- * gradients of a layer are added in a window from zero, and sent to their owners (ncclReduce, on
- * a communication stream of the GPU's own) as soon as exec_cuda_step has launched the last op
- * that adds to them, while the backward pass goes on; the window is reused after that reduction
- * is done, and the step returns with every gradient at its owner (each micro-batch: the owner's
- * slice accumulates). These are collectives: every rank calls step together (ZeRO-3: forward
- * too), with c from exec_cuda_use_nccl. The host copies stay whole on every rank
- * (exec_cuda_to_host refreshes this rank's trained ones only). */
+ * parameters a layer at a time (ncclBroadcast from each owner, on a communication stream of the
+ * GPU's own) into one of two layer windows, plus one window for the parameters outside the
+ * layers; the next layer's gather starts as soon as the other layer window is done with, so it
+ * runs while this layer computes. ZeRO-2 (stage 2) keeps the gradients alike and every 16-bit
+ * value whole. Under both, the other ranks' gradients of a layer are added in a window from zero,
+ * and sent to their owners (ncclReduce, on that stream) as soon as exec_cuda_step has launched
+ * the last op that adds to them, while the backward pass goes on; the compute stream waits for
+ * a gather or a reduction on the GPU (events), only where it needs the window, and the host
+ * only at the end: the step returns with every gradient at its owner (each micro-batch: the
+ * owner's slice accumulates). These are collectives: every rank calls step together (ZeRO-3: forward
+ * too), with c from exec_cuda_use_nccl. Under ZeRO-1/2 the host copies stay whole on every rank
+ * (exec_cuda_to_host refreshes this rank's trained ones only); under ZeRO-3 a rank's host memory
+ * holds fp32 copies of its own parameters only (the views of the others' have NULL values), so
+ * a model larger than one rank's share of RAM loads too. */
 void exec_cuda_use_nccl(ExecCuda *ex, NclComm *c);
-/* Groups (a layer's parameters, or those outside the layers) gathered so far (ZeRO-3). */
+/* Groups (a layer's parameters, or those outside the layers) gathered so far (ZeRO-3), and of
+ * them those gathered ahead of the op that needed them. */
 int64_t exec_cuda_gathers(const ExecCuda *ex);
+int64_t exec_cuda_prefetched(const ExecCuda *ex);
 /* Groups' gradient reductions started during the backward pass so far (ZeRO-2/3): the rest
  * started when their window was needed or the step ended. */
 int64_t exec_cuda_early_reductions(const ExecCuda *ex);
@@ -88,16 +94,25 @@ bool exec_cuda_fp16(const ExecCuda *ex);
 /* "NVIDIA H100 80GB HBM3 (sm_90)" */
 const char *exec_cuda_device(const ExecCuda *ex);
 
-/* Into the host copies (exec_cpu.h's meaning); exec_cuda_to_device sends them. */
-bool exec_cuda_load_model(ExecCuda *ex, const char *path, char *err, size_t errlen);
+/* Into the host copies (exec_cpu.h's meaning); exec_cuda_to_device sends them. Without ZeRO-3
+ * and keep_frozen (false: no adapter is merged into the base weights and this rank writes no
+ * whole model), frozen weights go straight to the GPU instead and their views' values are NULL. */
+bool exec_cuda_load_model(ExecCuda *ex, const char *path, bool keep_frozen, char *err, size_t errlen);
 void exec_cuda_init_lora(ExecCuda *ex);
 bool exec_cuda_load_adapter(ExecCuda *ex, const char *path, char *err, size_t errlen);
 
+/* The fp32 weight values the host copies hold, of all. */
+void exec_cuda_host_values(const ExecCuda *ex, int64_t *held, int64_t *all);
 /* Host copies of the parameters (see above), in the plan's order. */
 const ExecParam *exec_cuda_params(const ExecCuda *ex, size_t *n);
 const ExecParam *exec_cuda_all_params(const ExecCuda *ex, size_t *n);
+/* ZeRO-3, to write them: every parameter's host copy at rank 0 (each owner sends its own, after
+ * exec_cuda_to_host; the views of rank 0 then show them all), until exec_cuda_uncollect. Every
+ * rank calls it together; a no-op without ZeRO-3. */
+bool exec_cuda_collect(ExecCuda *ex, char *err, size_t errlen);
+void exec_cuda_uncollect(ExecCuda *ex);
 
-/* Host -> GPU: every parameter (and, when opt is not NULL, AdamW's moments from it). */
+/* Host -> GPU: every parameter held (and, when opt is not NULL, AdamW's moments from it). */
 bool exec_cuda_to_device(ExecCuda *ex, const AdamW *opt, char *err, size_t errlen);
 /* GPU -> host: every parameter, and AdamW's moments into opt when not NULL. */
 bool exec_cuda_to_host(ExecCuda *ex, AdamW *opt, char *err, size_t errlen);

@@ -1,5 +1,5 @@
-/* mpiboot.c - Open MPI through dlopen: rank 0's address and port to mpirun's ranks, and small
- * broadcasts. See mpiboot.h. */
+/* mpiboot.c - Open MPI or an MPICH-ABI MPI through dlopen: rank 0's address and port to
+ * mpirun's ranks, and small broadcasts. See mpiboot.h. */
 #include "mpiboot.h"
 
 #include <arpa/inet.h>
@@ -22,7 +22,9 @@
  * what they held then has no name left to suppress it by. So what Open MPI allocates inside our
  * calls to it is not tracked (__lsan_disable, this thread only), what its own threads allocate
  * is suppressed by its libraries' names, and the leak check runs once just before MPI_Finalize,
- * while those libraries are still loaded. */
+ * while those libraries are still loaded. MPICH unloads nothing, and while its progress thread
+ * runs LeakSanitizer cannot stop the world (it crashes reading that thread's dynamic TLS), so
+ * under MPICH the check is the usual one at exit, after MPI_Finalize has ended that thread. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #define OPEN_MPI_ALLOCATES() __lsan_disable()
@@ -30,7 +32,8 @@
 #define CHECK_LEAKS_NOW() __lsan_do_leak_check()
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) {
-    return "leak:libmpi.so\nleak:libopen-pal.so\nleak:libopen-rte.so\nleak:libpmix.so\nleak:/openmpi/\n";
+    return "leak:libmpi.so\nleak:libopen-pal.so\nleak:libopen-rte.so\nleak:libpmix.so\nleak:/openmpi/\n"
+           "leak:libmpich.so\nleak:libfabric.so\nleak:libhwloc.so\nleak:libucs.so\nleak:libucp.so\n";
 }
 #else
 #define OPEN_MPI_ALLOCATES() ((void)0)
@@ -38,15 +41,20 @@ const char *__lsan_default_suppressions(void) {
 #define CHECK_LEAKS_NOW() ((void)0)
 #endif
 
-// --- the parts of Open MPI's mpi.h used here
+// --- the parts of the two ABIs' mpi.h used here
 
-typedef void *MpiHandle; /* MPI_Comm, MPI_Datatype: pointers to Open MPI's predefined objects */
+/* Open MPI's MPI_Comm and MPI_Datatype are pointers to its predefined objects; MPICH's (and
+ * Intel MPI's, MVAPICH2's: one ABI, libmpi.so.12) are ints with fixed values. */
+typedef void *OmpiHandle;
+typedef int MpichHandle;
 
 enum {
     MPI_SUCCESS = 0,
-    MPI_MAX_ERROR_STRING = 256,
-    MPI_MAX_LIBRARY_VERSION_STRING = 8192, /* Open MPI's is 256, the MPI standard allows more */
+    MPI_MAX_ERROR_STRING = 1024, /* Open MPI's is 256, MPICH's 1024 */
+    MPI_MAX_LIBRARY_VERSION_STRING = 8192, /* Open MPI's is 256, MPICH's 8192 */
 };
+#define MPICH_COMM_WORLD ((MpichHandle)0x44000000)
+#define MPICH_BYTE ((MpichHandle)0x4c00010d)
 
 /* What rank 0 sends: its address and port, or why it has none (then addr is ""). */
 typedef struct {
@@ -60,17 +68,34 @@ static struct {
     bool up, succeeded, shared;
     Master master; /* rank 0's, once shared */
     char path[512], library[600];
-    MpiHandle comm_world, byte; /* &ompi_mpi_comm_world, &ompi_mpi_byte */
+    bool mpich;                  /* the library speaks MPICH's ABI, else Open MPI's */
+    OmpiHandle comm_world, byte; /* Open MPI: &ompi_mpi_comm_world, &ompi_mpi_byte */
     struct {
         int (*init)(int *, char ***);
         int (*finalize)(void);
-        int (*comm_rank)(MpiHandle, int *);
-        int (*comm_size)(MpiHandle, int *);
-        int (*bcast)(void *, int, MpiHandle, int, MpiHandle);
         int (*error_string)(int, char *, int *);
         int (*library_version)(char *, int *); /* MPI-3; NULL before */
+        int (*ompi_comm_rank)(OmpiHandle, int *), (*mpich_comm_rank)(MpichHandle, int *);
+        int (*ompi_comm_size)(OmpiHandle, int *), (*mpich_comm_size)(MpichHandle, int *);
+        int (*ompi_bcast)(void *, int, OmpiHandle, int, OmpiHandle), (*mpich_bcast)(void *, int, MpichHandle, int,
+                                                                                       MpichHandle);
     } fn;
 } mpi;
+
+/* MPI_COMM_WORLD's rank and size, and MPI_Bcast of bytes on it, in the library's ABI. */
+static int comm_rank(int *rank) {
+    return mpi.mpich ? mpi.fn.mpich_comm_rank(MPICH_COMM_WORLD, rank) : mpi.fn.ompi_comm_rank(mpi.comm_world, rank);
+}
+static int comm_size(int *size) {
+    return mpi.mpich ? mpi.fn.mpich_comm_size(MPICH_COMM_WORLD, size) : mpi.fn.ompi_comm_size(mpi.comm_world, size);
+}
+static int bcast_bytes(void *buf, int n, int root) {
+    return mpi.mpich ? mpi.fn.mpich_bcast(buf, n, MPICH_BYTE, root, MPICH_COMM_WORLD)
+                     : mpi.fn.ompi_bcast(buf, n, mpi.byte, root, mpi.comm_world);
+}
+
+/* What each launcher's MPI is called, for messages. */
+static const char *flavour(DistSource s) { return s == DIST_MPICH ? "MPICH's (or Intel MPI's, MVAPICH2's)" : "Open MPI's"; }
 
 /* "MPI_Bcast (NCCL's unique id) failed: MPI_ERR_TRUNCATE: message truncated (error 15)" */
 static bool mpi_ok(int rc, const char *call, const char *what, char *err, size_t errlen) {
@@ -84,15 +109,19 @@ static bool mpi_ok(int rc, const char *call, const char *what, char *err, size_t
 
 // --- loading
 
-/* The library names tried, in order: $LLFC_MPI alone when set. */
-static size_t lib_names(const char *names[2]) {
+/* The library names tried, in order: $LLFC_MPI alone when set; else the launcher's MPI's sonames
+ * (MPICH's ABI is libmpi.so.12, which Debian names libmpich.so.12), then libmpi.so. */
+static size_t lib_names(DistSource s, const char *names[3]) {
     const char *env = getenv("LLFC_MPI");
     if (env && *env) {
         names[0] = env;
         return 1;
     }
-    names[0] = "libmpi.so.40";
-    names[1] = "libmpi.so";
+    if (s == DIST_MPICH) {
+        names[0] = "libmpi.so.12", names[1] = "libmpich.so.12", names[2] = "libmpi.so";
+        return 3;
+    }
+    names[0] = "libmpi.so.40", names[1] = "libmpi.so";
     return 2;
 }
 
@@ -113,44 +142,64 @@ static void *open_first(const char *const *names, size_t n, char *tried, size_t 
     return NULL;
 }
 
-static bool bind_functions(char *err, size_t errlen) {
+/* Whether MPI_Get_library_version (callable before MPI_Init) names an MPI of MPICH's ABI:
+ * "MPICH Version: 4.0.2 ...", "Intel(R) MPI Library 2021.10 ...", "MVAPICH2 Version ...",
+ * "MPI VERSION : CRAY MPICH version 8.1 ..."; *version gets its first line. */
+static bool speaks_mpich(char *version, size_t len) {
+    char text[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int n = 0;
+    if (!mpi.fn.library_version || mpi.fn.library_version(text, &n) != MPI_SUCCESS) return false;
+    text[sizeof text - 1] = 0;
+    text[strcspn(text, "\n")] = 0;
+    snprintf(version, len, "%s", text);
+    return strstr(text, "MPICH") || strstr(text, "Intel(R) MPI") || strstr(text, "MVAPICH");
+}
+
+static bool bind_functions(DistSource s, char *err, size_t errlen) {
     struct {
         void **slot;
         const char *name;
     } syms[] = {
         {(void **)&mpi.fn.init, "MPI_Init"}, {(void **)&mpi.fn.finalize, "MPI_Finalize"},
-        {(void **)&mpi.fn.comm_rank, "MPI_Comm_rank"}, {(void **)&mpi.fn.comm_size, "MPI_Comm_size"},
-        {(void **)&mpi.fn.bcast, "MPI_Bcast"}, {(void **)&mpi.fn.error_string, "MPI_Error_string"},
+        {(void **)&mpi.fn.ompi_comm_rank, "MPI_Comm_rank"}, {(void **)&mpi.fn.ompi_comm_size, "MPI_Comm_size"},
+        {(void **)&mpi.fn.ompi_bcast, "MPI_Bcast"}, {(void **)&mpi.fn.error_string, "MPI_Error_string"},
+        {(void **)&mpi.fn.mpich_comm_rank, "MPI_Comm_rank"}, {(void **)&mpi.fn.mpich_comm_size, "MPI_Comm_size"},
+        {(void **)&mpi.fn.mpich_bcast, "MPI_Bcast"},
     };
     for (size_t i = 0; i < sizeof syms / sizeof *syms; i++)
         if (!(*syms[i].slot = dlsym(mpi.lib, syms[i].name)))
             return errf(err, errlen, "%s has no %s: not an MPI library", mpi.path, syms[i].name);
     *(void **)&mpi.fn.library_version = dlsym(mpi.lib, "MPI_Get_library_version");
-    // Open MPI's handles are its objects' addresses; another MPI has no such objects
+    // Open MPI's handles are its objects' addresses; MPICH's ABI has fixed integers instead
     mpi.comm_world = dlsym(mpi.lib, "ompi_mpi_comm_world");
     mpi.byte = dlsym(mpi.lib, "ompi_mpi_byte");
-    if (!mpi.comm_world || !mpi.byte)
-        return errf(err, errlen, "%s is an MPI library but not Open MPI's (it has no ompi_mpi_comm_world / "
-                    "ompi_mpi_byte): llfc speaks Open MPI's ABI only, MPICH and its kin (Intel MPI, MVAPICH) are "
-                    "not supported; set LLFC_MPI to Open MPI's libmpi.so, or give the address yourself: "
-                    "mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500", mpi.path);
+    char version[160] = "";
+    mpi.mpich = !mpi.comm_world && speaks_mpich(version, sizeof version);
+    if (!mpi.mpich && (!mpi.comm_world || !mpi.byte))
+        return errf(err, errlen, "%s is an MPI library of neither Open MPI's ABI (it has no ompi_mpi_comm_world / "
+                    "ompi_mpi_byte) nor MPICH's (its MPI_Get_library_version, \"%s\", names no MPICH, Intel MPI or "
+                    "MVAPICH): set LLFC_MPI to %s libmpi.so, the one of the mpirun that started this, or give the "
+                    "address yourself: mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500", mpi.path, version,
+                    flavour(s));
     return true;
 }
 
-/* Load Open MPI's library (once per process). The error names every name tried and both ways out. */
-static bool load(int world, char *err, size_t errlen) {
+/* Load the launcher's MPI library (once per process). The error names every name tried and both
+ * ways out. */
+static bool load(const DistPlace *p, char *err, size_t errlen) {
     if (mpi.lib) return true;
-    const char *names[2];
-    size_t n = lib_names(names);
+    const char *names[3];
+    size_t n = lib_names(p->source, names);
     char tried[ERR_LEN / 2];
     bool from_env = n == 1;
     if (!(mpi.lib = open_first(names, n, tried, sizeof tried)))
-        return errf(err, errlen, "mpirun started %d ranks without MASTER_ADDR, and Open MPI's library, which would "
-                    "give them rank 0's address, was not found: tried %s%s. Either install Open MPI's library (the "
-                    "one of this mpirun; Debian/Ubuntu: libopenmpi3) or set LLFC_MPI to its libmpi.so, or give rank "
-                    "0's address yourself: mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500 ...", world,
-                    from_env ? "LLFC_MPI=" : "", tried);
-    if (bind_functions(err, errlen)) return true;
+        return errf(err, errlen, "mpirun started %d ranks without MASTER_ADDR, and %s library, which would give "
+                    "them rank 0's address, was not found: tried %s%s. Either install that library (the one of this "
+                    "mpirun; Debian/Ubuntu: %s) or set LLFC_MPI to its libmpi.so, or give rank 0's address yourself: "
+                    "mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500 ... (MPICH: mpiexec -genv MASTER_ADDR "
+                    "...)", p->world_size, flavour(p->source), from_env ? "LLFC_MPI=" : "", tried,
+                    p->source == DIST_MPICH ? "libmpich12" : "libopenmpi3");
+    if (bind_functions(p->source, err, errlen)) return true;
     dlclose(mpi.lib); // not one to use: a later call may name another
     mpi.lib = NULL;
     return false;
@@ -161,18 +210,27 @@ static bool load(int world, char *err, size_t errlen) {
 static void describe_library(void) {
     char version[MPI_MAX_LIBRARY_VERSION_STRING] = "";
     int len = 0;
-    if (mpi.fn.library_version && mpi.fn.library_version(version, &len) == MPI_SUCCESS)
+    if (mpi.fn.library_version && mpi.fn.library_version(version, &len) == MPI_SUCCESS) {
+        version[sizeof version - 1] = 0;
         version[strcspn(version, ",\n")] = 0;
-    snprintf(mpi.library, sizeof mpi.library, "%.80s (%.511s)", *version ? version : "Open MPI", mpi.path);
+        size_t k = 0; // MPICH aligns its "MPICH Version:\t4.0.2" with tabs or runs of spaces: one space each
+        for (size_t i = 0; version[i]; i++) {
+            const char c = version[i] == '\t' ? ' ' : version[i];
+            if (c != ' ' || (k && version[k - 1] != ' ')) version[k++] = c;
+        }
+        version[k] = 0;
+    }
+    snprintf(mpi.library, sizeof mpi.library, "%.80s (%.511s)", *version ? version : mpi.mpich ? "MPICH" : "Open MPI",
+             mpi.path);
 }
 
 /* At exit after main's mpiboot_set_exit_status(0): MPI_Finalize. At exit, main's frame is gone,
- * so the leak check before it sees no stale pointers of ours there (as LeakSanitizer's own at
- * exit). The library stays loaded: Open MPI may have more to run at exit. */
+ * so the leak check before it (Open MPI's; MPICH's comes after, see above) sees no stale
+ * pointers of ours there. The library stays loaded: Open MPI may have more to run at exit. */
 static void finish_at_exit(void) {
     if (!mpi.up || !mpi.succeeded) return;
     mpi.up = false;
-    CHECK_LEAKS_NOW();
+    if (!mpi.mpich) CHECK_LEAKS_NOW();
     mpi.fn.finalize();
 }
 
@@ -180,8 +238,8 @@ static void finish_at_exit(void) {
 static bool start(const DistPlace *p, char *err, size_t errlen) {
     OPEN_MPI_ALLOCATES();
     int rc = mpi.fn.init(NULL, NULL), rank = -1, size = -1;
-    int rc_rank = rc == MPI_SUCCESS ? mpi.fn.comm_rank(mpi.comm_world, &rank) : MPI_SUCCESS;
-    int rc_size = rc == MPI_SUCCESS ? mpi.fn.comm_size(mpi.comm_world, &size) : MPI_SUCCESS;
+    int rc_rank = rc == MPI_SUCCESS ? comm_rank(&rank) : MPI_SUCCESS;
+    int rc_size = rc == MPI_SUCCESS ? comm_size(&size) : MPI_SUCCESS;
     WE_ALLOCATE();
     if (!mpi_ok(rc, "MPI_Init", mpi.path, err, errlen)) return false;
     mpi.up = true;
@@ -191,10 +249,10 @@ static bool start(const DistPlace *p, char *err, size_t errlen) {
         !mpi_ok(rc_size, "MPI_Comm_size", "MPI_COMM_WORLD", err, errlen))
         return false;
     if (rank != p->rank || size != p->world_size)
-        return errf(err, errlen, "%s says this is rank %d of %d, but mpirun's variables (OMPI_COMM_WORLD_RANK, "
-                    "OMPI_COMM_WORLD_SIZE) say rank %d of %d: is the library from another Open MPI than the mpirun "
-                    "that started this? Set LLFC_MPI to that mpirun's libmpi.so", mpi.library, rank, size, p->rank,
-                    p->world_size);
+        return errf(err, errlen, "%s says this is rank %d of %d, but mpirun's variables (%s) say rank %d of %d: is "
+                    "the library from another MPI than the mpirun that started this? Set LLFC_MPI to that mpirun's "
+                    "libmpi.so", mpi.library, rank, size, p->source == DIST_MPICH ? "PMI_RANK, PMI_SIZE"
+                    : "OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE", p->rank, p->world_size);
     return true;
 }
 
@@ -249,8 +307,8 @@ static bool pick_address(const DistPlace *p, char *out, size_t len, char *err, s
 /* Rank 0's pick to every rank, once: MPI starts once per process. */
 static bool share_master(const DistPlace *p, char *err, size_t errlen) {
     if (mpi.shared) return true;
-    if (mpi.up) return errf(err, errlen, "Open MPI started but rank 0's address did not arrive (see the error before)");
-    if (!load(p->world_size, err, errlen) || !start(p, err, errlen)) return false;
+    if (mpi.up) return errf(err, errlen, "MPI started but rank 0's address did not arrive (see the error before)");
+    if (!load(p, err, errlen) || !start(p, err, errlen)) return false;
     Master *m = &mpi.master;
     if (p->rank == 0) {
         m->port = p->master_port_set ? p->master_port : dist_free_port();
@@ -262,7 +320,7 @@ static bool share_master(const DistPlace *p, char *err, size_t errlen) {
 }
 
 bool mpiboot_find_master(DistPlace *p, char *err, size_t errlen) {
-    if (p->source != DIST_MPI || p->world_size < 2 || p->master_addr[0]) return true;
+    if (!dist_source_is_mpi(p->source) || p->world_size < 2 || p->master_addr[0]) return true;
     if (!share_master(p, err, errlen)) return false;
     if (!mpi.master.addr[0]) return errf(err, errlen, "%s", mpi.master.why);
     snprintf(p->master_addr, sizeof p->master_addr, "%s", mpi.master.addr);
@@ -280,7 +338,7 @@ bool mpiboot_broadcast(void *buf, size_t n, char *err, size_t errlen) {
     char what[64];
     snprintf(what, sizeof what, "%zu bytes from rank 0", n);
     OPEN_MPI_ALLOCATES();
-    int rc = mpi.fn.bcast(buf, (int)n, mpi.byte, 0, mpi.comm_world);
+    int rc = bcast_bytes(buf, (int)n, 0);
     WE_ALLOCATE();
     return mpi_ok(rc, "MPI_Bcast", what, err, errlen);
 }

@@ -351,22 +351,29 @@ bool ncl_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void
     return ncl_start_reduce_sum(c, send, recv, n, root, stream, what, err, errlen) && ncl_wait(c, stream, err, errlen);
 }
 
-static bool broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int type, const char *unit, int root,
-                      void *stream, const char *what, char *err, size_t errlen) {
+static bool start_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int type, const char *unit, int root,
+                            void *stream, const char *what, char *err, size_t errlen) {
     char detail[256];
     snprintf(detail, sizeof detail, "%s, %zu %s from rank %d", what, n, unit, root);
     if (!can_start(c, stream, "ncclBroadcast", detail, err, errlen)) return false;
     NcclResult rc = c->fn.broadcast((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, n, type, root, c->comm,
                                     stream);
-    return started(c, rc, stream, "ncclBroadcast", detail, err, errlen) && ncl_wait(c, stream, err, errlen);
+    return started(c, rc, stream, "ncclBroadcast", detail, err, errlen);
 }
 
 bool ncl_broadcast(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what, char *err,
                    size_t errlen) {
-    return broadcast(c, send, recv, n, NCCL_FLOAT32, "floats", root, stream, what, err, errlen);
+    return start_broadcast(c, send, recv, n, NCCL_FLOAT32, "floats", root, stream, what, err, errlen) &&
+           ncl_wait(c, stream, err, errlen);
 }
 
 bool ncl_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
                          char *err, size_t errlen) {
-    return broadcast(c, send, recv, n, NCCL_UINT8, "bytes", root, stream, what, err, errlen);
+    return ncl_start_broadcast_bytes(c, send, recv, n, root, stream, what, err, errlen) &&
+           ncl_wait(c, stream, err, errlen);
+}
+
+bool ncl_start_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream,
+                               const char *what, char *err, size_t errlen) {
+    return start_broadcast(c, send, recv, n, NCCL_UINT8, "bytes", root, stream, what, err, errlen);
 }

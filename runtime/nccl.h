@@ -90,6 +90,11 @@ bool ncl_start_allreduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, void 
                              size_t errlen);
 bool ncl_start_reduce_sum(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream, const char *what,
                           char *err, size_t errlen);
+bool ncl_start_broadcast_bytes(NclComm *c, CuPtr send, CuPtr recv, size_t n, int root, void *stream,
+                               const char *what, char *err, size_t errlen);
+/* Besides ncl_wait, another stream may wait for them on the GPU: an event recorded on their
+ * stream after them, which that stream waits for (cudrv_event_record, cudrv_stream_wait); the
+ * buffers are then the caller's again on that stream, and ncl_wait still ends the lot. */
 /* Wait for every collective started on stream since the last wait (none: true at once), with the
  * hang safety above; an error names the first of them (and how many were started after it). */
 bool ncl_wait(NclComm *c, void *stream, char *err, size_t errlen);

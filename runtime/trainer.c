@@ -396,11 +396,14 @@ static bool merge_adapter(Run *run, const char *dir, char *err, size_t errlen) {
  * host copies, which then go to the GPU once.) */
 static bool read_weights(Run *run, char *err, size_t errlen) {
     const char *model = R_STR(run->r, model_name_or_path);
-    if (!(run->gpu ? exec_cuda_load_model(run->gpu, model, err, errlen) : exec_cpu_load_model(run->ex, model, err, errlen)))
-        return false;
     bool lora = run->plan->finetune == FT_LORA;
     size_t n = R_NULL(run->r, adapter_name_or_path) ? 0 : R_LIST(run->r, adapter_name_or_path).n;
     bool resume_last = lora && n > 0 && !R_BOOL(run->r, create_new_adapter);
+    // a GPU's host keeps frozen weights only to merge adapters into them or to write them whole
+    bool keep_frozen = n > (resume_last ? 1u : 0u) || (run->rank == 0 && !lora);
+    if (!(run->gpu ? exec_cuda_load_model(run->gpu, model, keep_frozen, err, errlen)
+                   : exec_cpu_load_model(run->ex, model, err, errlen)))
+        return false;
     for (size_t i = 0; i + (resume_last ? 1 : 0) < n; i++)
         if (!merge_adapter(run, R_LIST(run->r, adapter_name_or_path).items[i], err, errlen)) return false;
     if (!lora) return true;
@@ -417,9 +420,27 @@ static bool read_weights(Run *run, char *err, size_t errlen) {
     return ok;
 }
 
+/* What a GPU run's host memory keeps of the weights in fp32 (each rank's under ZeRO). */
+static void say_host_copies(const Run *run) {
+    if (!run->gpu || (run->rank != 0 && !run->zero)) return;
+    int64_t held, all;
+    exec_cuda_host_values(run->gpu, &held, &all);
+    char who[48] = "";
+    if (run->zero == 3) snprintf(who, sizeof who, ", rank %d (ZeRO-3: its own weights)", run->rank);
+    else if (run->zero) snprintf(who, sizeof who, ", rank %d (ZeRO-%d)", run->rank, run->zero);
+    const char *rest = held == all || run->zero == 3 ? ""
+                       : run->zero && run->rank != 0 ? "; only its own trained ones (the rest went to the GPU as they "
+                                                       "were read, the other ranks' trained ones come from their owners)"
+                                                     : "; only the trained ones (the frozen ones went to the GPU as they "
+                                                       "were read)";
+    fprintf(stderr, "host memory%s: fp32 copies of %lld of %lld weight values%s\n", who, (long long)held,
+            (long long)all, rest);
+}
+
 static bool load_weights(Run *run, char *err, size_t errlen) {
-    return open_executor(run, err, errlen) && read_weights(run, err, errlen) &&
-           (!run->gpu || exec_cuda_to_device(run->gpu, NULL, err, errlen));
+    if (!open_executor(run, err, errlen) || !read_weights(run, err, errlen)) return false;
+    say_host_copies(run);
+    return !run->gpu || exec_cuda_to_device(run->gpu, NULL, err, errlen);
 }
 
 static void make_optimizer(Run *run) {
@@ -464,38 +485,34 @@ static void report_memory(const Run *run) {
             whole_adam / mib, m.windows / mib, m.activations / mib, whole / mib);
 }
 
-/* ZeRO: the optimizer state of every parameter, gathered from the owners into *full (which
- * every rank builds; rank 0 saves it). */
+/* ZeRO: the optimizer state of every parameter, sent by the owners to rank 0, the only rank
+ * that builds *full (it saves it; the others' stays zeroed, so optim_free does nothing). */
 static bool gather_opt(Run *run, AdamW *full, char *err, size_t errlen) {
-    AdamWConfig cfg = run->opt.cfg;
-    optim_init(full, &cfg, run->params, run->n_params);
-    full->step = run->opt.step;
+    const bool root = run->rank == 0;
+    memset(full, 0, sizeof *full);
+    if (root) {
+        AdamWConfig cfg = run->opt.cfg;
+        optim_init(full, &cfg, run->params, run->n_params);
+        full->step = run->opt.step;
+    }
     for (size_t i = 0, j = 0; i < run->n_params; i++) {
-        int64_t n = run->params[i].n, at = full->offset[i];
-        if (run->owner[i] == run->rank) {
-            memcpy(full->m + at, run->opt.m + run->opt.offset[j], sizeof(float) * (size_t)n);
-            memcpy(full->v + at, run->opt.v + run->opt.offset[j], sizeof(float) * (size_t)n);
-            j++;
+        const size_t bytes = sizeof(float) * (size_t)run->params[i].n;
+        const bool mine = run->owner[i] == run->rank;
+        float *m = mine ? run->opt.m + run->opt.offset[j] : NULL, *v = mine ? run->opt.v + run->opt.offset[j] : NULL;
+        j += mine;
+        if (root && mine) {
+            memcpy(full->m + full->offset[i], m, bytes);
+            memcpy(full->v + full->offset[i], v, bytes);
+        } else if (root) {
+            m = full->m + full->offset[i], v = full->v + full->offset[i];
         }
-        if (!dist_broadcast_from(run->group, run->owner[i], full->m + at, sizeof(float) * (size_t)n, err, errlen) ||
-            !dist_broadcast_from(run->group, run->owner[i], full->v + at, sizeof(float) * (size_t)n, err, errlen)) {
+        if (!dist_send_to(run->group, run->owner[i], 0, m, bytes, err, errlen) ||
+            !dist_send_to(run->group, run->owner[i], 0, v, bytes, err, errlen)) {
             optim_free(full);
             return false;
         }
     }
     return true;
-}
-
-/* ZeRO: this rank's share of a full optimizer state (after a resume). */
-static void scatter_opt(Run *run, const AdamW *full) {
-    run->opt.step = full->step;
-    for (size_t i = 0, j = 0; i < run->n_params; i++) {
-        if (run->owner[i] != run->rank) continue;
-        size_t bytes = sizeof(float) * (size_t)run->params[i].n;
-        memcpy(run->opt.m + run->opt.offset[j], full->m + full->offset[i], bytes);
-        memcpy(run->opt.v + run->opt.offset[j], full->v + full->offset[i], bytes);
-        j++;
-    }
 }
 
 // --- batches
@@ -690,28 +707,29 @@ static void point_params(Run *run) {
     for (size_t i = 0; i < n; i++) run->params[i].value = ep[i].value;
 }
 
-/* ZeRO on GPUs: a rank's GPU keeps fp32 masters of its own parameters only, so each parameter's
- * host copy (current after ex_to_host) comes from its owner to every rank (over TCP: only before
- * a checkpoint or the outputs). */
+/* ZeRO-1/2 on GPUs: a rank's GPU keeps fp32 masters of its own parameters only, so each
+ * parameter's host copy (current after ex_to_host) goes from its owner to rank 0, which writes
+ * (over TCP: only before a checkpoint or the outputs). */
 static bool share_values(Run *run, char *err, size_t errlen) {
     for (size_t i = 0; i < run->n_params; i++)
-        if (!dist_broadcast_from(run->group, run->owner[i], run->params[i].value, sizeof(float) * (size_t)run->params[i].n,
-                                 err, errlen))
+        if (!dist_send_to(run->group, run->owner[i], 0, run->params[i].value, sizeof(float) * (size_t)run->params[i].n,
+                          err, errlen))
             return false;
     return true;
 }
 
 static bool collect_values(Run *run, char *err, size_t errlen) {
-    if (run->gpu && run->zero) return share_values(run, err, errlen);
+    if (run->gpu && run->zero && run->zero < 3) return share_values(run, err, errlen);
     if (run->zero < 3) return true;
-    if (!exec_cpu_collect(run->ex, err, errlen)) return false;
+    if (!(run->gpu ? exec_cuda_collect(run->gpu, err, errlen) : exec_cpu_collect(run->ex, err, errlen))) return false;
     point_params(run);
     return true;
 }
 
 static void uncollect_values(Run *run) {
-    if (run->zero < 3 || run->gpu) return;
-    exec_cpu_uncollect(run->ex);
+    if (run->zero < 3) return;
+    if (run->gpu) exec_cuda_uncollect(run->gpu);
+    else exec_cpu_uncollect(run->ex);
     point_params(run);
 }
 
@@ -845,10 +863,11 @@ static bool zero_update(Run *run, double factor, double *norm_out, char *err, si
 
 /* What ZeRO-2/3's windows did in the first step: gathers (ZeRO-3), reductions overlapped. */
 static void say_windows(const Run *run, int64_t step, int64_t micro_batches) {
-    char gathered[128] = "";
+    char gathered[160] = "";
     if (run->zero == 3)
-        snprintf(gathered, sizeof gathered, "gathered %lld parameter groups from their owners and ",
-                 (long long)exec_cuda_gathers(run->gpu));
+        snprintf(gathered, sizeof gathered, "gathered %lld parameter groups from their owners (%lld of them ahead of "
+                 "the layer that needed them) and ", (long long)exec_cuda_gathers(run->gpu),
+                 (long long)exec_cuda_prefetched(run->gpu));
     fprintf(stderr, "\nZeRO-%d: step %lld %sstarted the reductions of %lld gradient groups to their owners during "
             "the backward pass, in %lld micro-batch%s\n", run->zero, (long long)step, gathered,
             (long long)exec_cuda_early_reductions(run->gpu), (long long)micro_batches, micro_batches == 1 ? "" : "es");
@@ -977,19 +996,13 @@ static bool resume(Run *run, char *err, size_t errlen) {
         free(log);
         return true;
     }
-    AdamW full;
-    bool ok;
-    if (run->zero) { // every rank reads the whole state and keeps its share
-        AdamWConfig cfg = run->opt.cfg;
-        optim_init(&full, &cfg, run->params, run->n_params);
-        ok = ckpt_load(dir, run->params, run->n_params, &full, &run->state, &run->pos, err, errlen);
-        if (ok) scatter_opt(run, &full);
-        optim_free(&full);
-    } else {
-        ok = ckpt_load(dir, run->params, run->n_params, &run->opt, &run->state, &run->pos, err, errlen);
-    }
+    bool *mine = xcalloc(run->n_params + 1, sizeof *mine); // ZeRO: each rank reads its own moments
+    for (size_t i = 0; i < run->n_params; i++) mine[i] = run->owner[i] == run->rank;
+    bool ok = ckpt_load(dir, run->params, run->n_params, mine, &run->opt, &run->state, &run->pos, err, errlen);
+    free(mine);
     ok = ok && (run->rank != 0 || trainlog_resume_jsonl(R_STR(run->r, output_dir), run->pos.global_step, err, errlen));
     if (ok && run->gpu) ok = exec_cuda_to_device(run->gpu, &run->opt, err, errlen);
+    if (ok && run->gpu && run->zero) ok = exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen);
     if (ok && run->fp16 && run->pos.loss_scale > 0) { // GradScaler's state, as HF restores it
         run->scaler.scale = run->pos.loss_scale;
         run->scaler.clean = run->pos.loss_scale_clean;
@@ -1099,18 +1112,19 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
                     "LLFC_NCCL, or set zero_stage: 0 (gradients through host copies over TCP, slow)", run->zero, why);
     exec_cuda_use_nccl(run->gpu, run->nccl); // ZeRO-3 gathers and reduces with it
     if (run->rank != 0) return true;
+    char nccl[1200] = ""; // which NCCL, and how its unique id reached the ranks
+    if (run->nccl)
+        snprintf(nccl, sizeof nccl, "NCCL %s (%s; its unique id sent by %s)", ncl_version(run->nccl),
+                 ncl_path(run->nccl), ncl_id_route(run->nccl));
     if (run->nccl && run->zero == 3)
-        fprintf(stderr, "data parallel: ZeRO-3 on the GPUs by NCCL %s (%s): each layer's parameters gathered from "
-                "their owners when used, its gradients reduced to them, each rank's AdamW step on its own "
-                "parameters\n", ncl_version(run->nccl), ncl_path(run->nccl));
+        fprintf(stderr, "data parallel: ZeRO-3 on the GPUs by %s: each layer's parameters gathered from their owners "
+                "when used, its gradients reduced to them, each rank's AdamW step on its own parameters\n", nccl);
     else if (run->nccl && run->zero)
-        fprintf(stderr, "data parallel: ZeRO-%d on the GPUs by NCCL %s (%s): gradients %s, each rank's AdamW step on "
-                "its own parameters, their bf16 weights broadcast from it\n", run->zero, ncl_version(run->nccl),
-                ncl_path(run->nccl), run->zero == 2 ? "of each layer reduced to their owners as its backward pass "
-                "ends (each rank keeps its own only)" : "summed");
+        fprintf(stderr, "data parallel: ZeRO-%d on the GPUs by %s: gradients %s, each rank's AdamW step on its own "
+                "parameters, their bf16 weights broadcast from it\n", run->zero, nccl, run->zero == 2 ? "of each "
+                "layer reduced to their owners as its backward pass ends (each rank keeps its own only)" : "summed");
     else if (run->nccl)
-        fprintf(stderr, "data parallel: gradients summed on the GPUs by NCCL %s (%s)\n", ncl_version(run->nccl),
-                ncl_path(run->nccl));
+        fprintf(stderr, "data parallel: gradients summed on the GPUs by %s\n", nccl);
     else
         fprintf(stderr, "data parallel: %s; gradients go through host copies over TCP, which is slow\n", why);
     return true;
@@ -1147,6 +1161,8 @@ static bool setup(Run *run, char *err, size_t errlen) {
     if (run->zero) report_memory(run);
     start_gradsync(run);
     if (run->gpu && run->world > 1 && (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen))) return false;
+    // ZeRO-1/2: a rank's host held only its own trained weights; the others' come from their owners
+    if (run->gpu && run->zero && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);
     run->total_steps = schedule_total_steps((int64_t)run->train.n_rows, run->world, run->B, run->accum,
                                             R_FLOAT(r, num_train_epochs), R_INT(r, max_steps));

@@ -149,6 +149,33 @@ static inline const char *test_mpirun(void) {
         return; /* skip() does not return; this says so to the compiler */                  \
     }
 
+/* MPICH's launcher (Hydra: mpiexec.mpich on Debian, mpiexec.hydra elsewhere), or NULL when there
+ * is none (./setup.sh installs mpich); its ranks get no MASTER_ADDR or other launchers' variables
+ * from the test's environment. */
+static inline const char *test_mpich_mpiexec(void) {
+    static const char *const tries[][2] = {
+        {"mpiexec.mpich", "env -u MASTER_ADDR -u MASTER_PORT -u RANK -u WORLD_SIZE -u SLURM_PROCID mpiexec.mpich"},
+        {"mpiexec.hydra", "env -u MASTER_ADDR -u MASTER_PORT -u RANK -u WORLD_SIZE -u SLURM_PROCID mpiexec.hydra"},
+    };
+    for (size_t i = 0; i < sizeof tries / sizeof *tries; i++) {
+        char *out, *cmd = xprintf("%s --version", tries[i][0]);
+        int rc = test_shell(&out, cmd);
+        bool hydra = rc == 0 && strstr(out, "HYDRA");
+        free(out), free(cmd);
+        if (hydra) return tries[i][1];
+    }
+    return NULL;
+}
+
+#define MPICH_OR_SKIP(var)                                                                    \
+    const char *var = test_mpich_mpiexec();                                                   \
+    if (!var) {                                                                               \
+        fprintf(stderr, "[  SKIPPED ] %s: needs MPICH's mpiexec (./setup.sh installs mpich)\n", \
+                __func__);                                                                    \
+        skip();                                                                               \
+        return;                                                                               \
+    }
+
 /* A JSON fixture, parsed; the test fails naming the file when it cannot be read. */
 static inline JsonDoc *test_load_json(const char *path) {
     char err[ERR_LEN];

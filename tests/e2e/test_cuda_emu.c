@@ -203,6 +203,44 @@ static bool zero3_share(const char *mem, const Plan *p, long long *own) {
     return true;
 }
 
+/* The "host memory ...: fp32 copies of H of A weight values" lines (A: every weight value): under
+ * ZeRO-3 each rank's, holding its own so that the ranks hold each value once; under ZeRO-1/2 each
+ * rank's, the others than rank 0 holding a share of the trained values only; otherwise (and at
+ * rank 0) the trained values only (LoRA: the frozen base went to the GPU as it was read), or all
+ * of them where it writes a whole model (full, freeze). */
+static void host_copies_are_planned(const char *name, const char *out, const Plan *p, int64_t trained, int64_t all) {
+    long long lines = 0, zero3 = 0, sharded = 0, sum = 0;
+    for (const char *at = strstr(out, "host memory"); at; at = strstr(at + 1, "host memory"), lines++) {
+        const int len = (int)strcspn(at, "\n");
+        const char *c = strstr(at, ": fp32 copies of "), *rank = strstr(at, ", rank ");
+        long long held = -1, of = -1;
+        int r = 0;
+        if (!c || c > at + len || sscanf(c, ": fp32 copies of %lld of %lld weight values", &held, &of) != 2)
+            fail_msg("%s: no host share in: %.*s", name, len, at);
+        if (rank && rank < c && sscanf(rank, ", rank %d", &r) != 1) fail_msg("%s: no rank in: %.*s", name, len, at);
+        printf("  %-18s %.*s\n", name, len, at);
+        assert_int_equal(of, all);
+        sum += held;
+        const char *z3 = strstr(at, "(ZeRO-3: its own weights)");
+        if (z3 && z3 < at + len) {
+            zero3++;
+            assert_true(held < all);
+        } else if (r != 0) {
+            sharded++;
+            assert_true(held < trained);
+        } else {
+            assert_int_equal(held, p->finetune == FT_LORA ? trained : all);
+        }
+    }
+    if (!lines) fail_msg("%s: no host memory line in\n%s", name, out);
+    if (zero3) {
+        assert_int_equal(zero3, lines);
+        assert_int_equal(sum, all);
+    } else {
+        assert_int_equal(lines, 1 + sharded);
+    }
+}
+
 /* ZeRO-2/3's line: "its own gradients, N of M" (ZeRO-3: "... and their gradients, N of M"; M the
  * plan's GRAD region, N into *own) and windows of more than nothing; false on a line without. */
 static bool grads_share(const char *mem, const Plan *p, long long *own) {
@@ -281,6 +319,7 @@ static void device_memory_is_planned(const char *name, const char *trainer, cons
         assert_true(grads <= p->region_size[PLAN_GRAD] && grads > p->region_size[PLAN_GRAD] - PLAN_ALIGN * lines);
     }
     if (p->finetune != FT_FULL) assert_true(trained < all / 2); /* the frozen base has no master */
+    host_copies_are_planned(name, out, p, trained, all);
     int64_t f32 = 0, placed = 0;
     for (int32_t a = 0; a < p->n_tensors; a++) {
         if (l.at[a] < 0) continue;
@@ -633,7 +672,9 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     char *out = two_ranks(trainer, "out_zero2", "zero_stage=2", NULL);
     free(out);
     out = two_ranks(trainer, "out_again", "zero_stage=3 gradient_accumulation_steps=2 max_steps=1",
-                    "ZeRO-3: step 1 gathered 18 parameter groups from their owners and started the reductions of 12 gradient groups to their owners during the backward pass, in 2 micro-batches");
+                    "ZeRO-3: step 1 gathered 18 parameter groups from their owners (16 of them ahead of the layer that "
+                    "needed them) and started the reductions of 12 gradient groups to their owners during the backward "
+                    "pass, in 2 micro-batches");
     free(out);
     char *z3 = xprintf("%s/out_llama_full_zero3_cuda", tmp), *z2 = xprintf("%s/out_zero2", tmp);
     curves_agree("llama_full_zero3", z3, "zero3", z2, "zero2", 3, emulated ? 0 : 1e-5);
@@ -662,7 +703,21 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     double gap = weights_gap(w3, w0);
     printf("  lora_zero3         adapter: %.2e of the largest from plain data parallel's\n", gap);
     assert_true(gap < 1e-5);
-    free(w3), free(w0), free(d3), free(d0), free(lora), free(model);
+    free(w3), free(w0), free(d3), free(d0), free(lora);
+    // freeze: the frozen layers' host copies are their owners' only; rank 0 gathers them to write
+    char *freeze = xprintf("%s/freeze_trainer", tmp);
+    cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 per_device_train_batch_size=2 "
+                  "max_steps=3 finetuning_type=freeze freeze_trainable_layers=1 learning_rate=1e-4", llfc, freeze, model);
+    must(cmd);
+    free(cmd);
+    const char *fdir[2] = {"freeze_zero3", "freeze_dp"};
+    for (int k = 0; k < 2; k++) free(two_ranks(freeze, fdir[k], stage[k], NULL));
+    w3 = xprintf("%s/freeze_zero3/model.safetensors", tmp), w0 = xprintf("%s/freeze_dp/model.safetensors", tmp);
+    gap = weights_gap(w3, w0);
+    printf("  freeze_zero3       model: %.2e of the largest from plain data parallel's\n", gap);
+    assert_true(gap < 1e-5);
+    resume_is_exact("freeze_zero3", freeze, "zero_stage=3");
+    free(w3), free(w0), free(freeze), free(model);
 }
 
 /* Freeze: the last layer trains, everything else has no fp32 master on the device and its host

@@ -467,6 +467,18 @@ static void same_curves(const char *a, const char *b, size_t want_steps) {
     }
 }
 
+/* tmp/run_small (micro-batch 1 of stories260K) and its `--nproc-per-node 2` run of `steps` steps in
+ * tmp/out_launcher: what an MPI launch of it must equal. */
+static void small_trainer_and_launcher_run(const char *model, int steps) {
+    char *abs_model = model[0] == '/' ? xstrdup(model) : xprintf("%s/%s", root, model);
+    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_small cutoff_len=32 per_device_train_batch_size=1 "
+            "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, abs_model, root);
+    expect(0, "wrote", cmd);
+    set_cmd("cd %s && ./run_small --nproc-per-node 2 output_dir=out_launcher max_steps=%d", tmp, steps);
+    expect(0, "data parallel: 2 ranks (torchrun)", cmd);
+    free(abs_model);
+}
+
 /* `mpirun -np 2 ./run_small` with no MASTER_ADDR: the ranks learn rank 0's address through Open
  * MPI and train exactly as `--nproc-per-node 2` does; without Open MPI's library they are told
  * the two ways out; with MASTER_ADDR given they meet over TCP and need no library. */
@@ -474,12 +486,7 @@ static void test_mpirun_trains_like_the_launcher(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
     MPIRUN_OR_SKIP(mpirun);
-    char *abs_model = model[0] == '/' ? xstrdup(model) : xprintf("%s/%s", root, model);
-    set_cmd("%s recipes/demo_lora_sft.yaml -o %s/run_small cutoff_len=32 per_device_train_batch_size=1 "
-            "model_name_or_path=%s dataset_dir=%s/data", llfc, tmp, abs_model, root);
-    expect(0, "wrote", cmd);
-    set_cmd("cd %s && ./run_small --nproc-per-node 2 output_dir=out_launcher max_steps=4", tmp);
-    expect(0, "data parallel: 2 ranks (torchrun)", cmd);
+    small_trainer_and_launcher_run(model, 4);
     set_cmd("cd %s && %s -np 2 ./run_small output_dir=out_mpirun max_steps=4", tmp, mpirun);
     expect(0, "ranks met through Open MPI v", cmd);
     expect(0, "MASTER_ADDR=127.0.0.1 MASTER_PORT=", cmd); // ranks on one node: the loopback
@@ -495,8 +502,24 @@ static void test_mpirun_trains_like_the_launcher(void **state) {
     set_cmd("cd %s && LLFC_MPI=/nonexistent %s -np 2 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=%d ./run_small "
             "--dry-run", tmp, mpirun, test_free_port());
     expect(0, "rank 1 of 2 (Open MPI, local rank 1 of 2", cmd);
-    free(abs_model);
     free(model);
+}
+
+/* `mpiexec -np 2 ./run_small` of MPICH (Hydra's PMI_RANK / PMI_SIZE, MPICH's ABI): the ranks learn
+ * rank 0's address through MPICH's MPI_Bcast and train exactly as `--nproc-per-node 2` does;
+ * MPICH's MPI_Bcast also carries NCCL's id on GPUs (nccl.c), which the CPU run does not use. */
+static void test_mpich_trains_like_the_launcher(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    MPICH_OR_SKIP(mpiexec);
+    small_trainer_and_launcher_run(model, 3);
+    set_cmd("cd %s && %s -np 2 ./run_small output_dir=out_mpich max_steps=3", tmp, mpiexec);
+    expect(0, "ranks met through MPICH Version: ", cmd);
+    expect(0, "data parallel: 2 ranks (MPICH) met at 127.0.0.1:", cmd);
+    char *a = xprintf("%s/out_launcher", tmp), *b = xprintf("%s/out_mpich", tmp);
+    same_curves(a, b, 3);
+    printf("  mpiexec.mpich -np 2: 3 losses and grad norms the same bits as --nproc-per-node 2's\n");
+    free(a), free(b), free(model);
 }
 
 /* `llfc tokenize` gives Hugging Face's ids for the shared corpus, and decodes them back. */
@@ -591,6 +614,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_training_matches_pytorch_step_by_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_launcher_starts_ranks_that_meet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mpirun_trains_like_the_launcher, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mpich_trains_like_the_launcher, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokenize_matches_hugging_face, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_model_writes_a_loadable_folder, setup, teardown),
     };

@@ -134,7 +134,7 @@ static void test_resume_is_exact(void **state) {
     Run b;
     run_init(&b);
     trainlog_state_free(&b.st);
-    if (!ckpt_load(dir, b.p, NP, &b.opt, &b.st, &b.pos, err, sizeof err)) fail_msg("%s", err);
+    if (!ckpt_load(dir, b.p, NP, NULL, &b.opt, &b.st, &b.pos, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(b.pos.global_step, 3);
     assert_int_equal(b.opt.step, 3);
     assert_int_equal(b.pos.seed, 42);
@@ -144,6 +144,40 @@ static void test_resume_is_exact(void **state) {
     assert_int_equal(b.st.n_log, 3);
     for (int s = 0; s < 4; s++) run_step(&b);
     assert_same_run(&a, &b);
+    free(dir);
+    run_free(&a);
+    run_free(&b);
+    test_rm_rf(out);
+    free(out);
+}
+
+/* Under ZeRO a rank reads the moments of its own parameters only (here the 1st and 3rd, as if
+ * the 2nd were another rank's): they equal the whole state's, and a wrong share is refused. */
+static void test_resume_reads_own_moments(void **state) {
+    (void)state;
+    char *out = test_tmpdir();
+    char err[ERR_LEN];
+    Run a;
+    run_init(&a);
+    for (int s = 0; s < 3; s++) run_step(&a);
+    if (!save(&a, out, 0, err)) fail_msg("%s", err);
+    char *dir = util_path_join(out, "checkpoint-3");
+    Run b;
+    run_init(&b);
+    const bool mine[NP] = {true, false, true};
+    OptParam own[2] = {b.p[0], b.p[2]};
+    AdamW part;
+    optim_init(&part, &b.opt.cfg, own, 2);
+    if (!ckpt_load(dir, b.p, NP, mine, &part, NULL, &b.pos, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(part.step, 3);
+    assert_memory_equal(part.m, a.opt.m, sizeof(float) * (size_t)sizes[0]);
+    assert_memory_equal(part.m + sizes[0], a.opt.m + a.opt.offset[2], sizeof(float) * (size_t)sizes[2]);
+    assert_memory_equal(part.v + sizes[0], a.opt.v + a.opt.offset[2], sizeof(float) * (size_t)sizes[2]);
+    for (int i = 0; i < NP; i++) assert_memory_equal(b.val[i], a.val[i], sizeof(float) * (size_t)sizes[i]);
+    const bool wrong[NP] = {true, true, false}; /* 6 + 4 values for a state built for 6 + 5 */
+    assert_false(ckpt_load(dir, b.p, NP, wrong, &part, NULL, &b.pos, err, sizeof err));
+    assert_non_null(strstr(err, "has 5 values, the parameter 4"));
+    optim_free(&part);
     free(dir);
     run_free(&a);
     run_free(&b);
@@ -249,7 +283,7 @@ static void test_damage_is_reported(void **state) {
 
     bytes[len - 3] ^= 1; /* one bit of a moment */
     assert_true(util_write_file_atomic(st, bytes, len, 0644, err, sizeof err));
-    assert_false(ckpt_load(dir, b.p, NP, &b.opt, NULL, &b.pos, err, sizeof err));
+    assert_false(ckpt_load(dir, b.p, NP, NULL, &b.opt, NULL, &b.pos, err, sizeof err));
     assert_non_null(strstr(err, "train_state.safetensors: SHA-256 differs"));
     bytes[len - 3] ^= 1;
 
@@ -261,13 +295,13 @@ static void test_damage_is_reported(void **state) {
 
     /* another run's parameters */
     b.p[2].name = "base_model.model.lm_head.weight";
-    assert_false(ckpt_load(dir, b.p, NP, &b.opt, NULL, &b.pos, err, sizeof err));
+    assert_false(ckpt_load(dir, b.p, NP, NULL, &b.opt, NULL, &b.pos, err, sizeof err));
     assert_non_null(strstr(err, "no tensor base_model.model.lm_head.weight"));
     b.p[2].name = names[2];
 
     char *man = util_path_join(dir, CKPT_MANIFEST);
     assert_int_equal(unlink(man), 0);
-    assert_false(ckpt_load(dir, b.p, NP, &b.opt, NULL, &b.pos, err, sizeof err));
+    assert_false(ckpt_load(dir, b.p, NP, NULL, &b.opt, NULL, &b.pos, err, sizeof err));
     assert_non_null(strstr(err, "not a complete checkpoint"));
     char *p = NULL;
     assert_false(ckpt_resolve("true", out, &p, err, sizeof err));
@@ -457,7 +491,7 @@ static void test_simulated_run_killed_and_resumed(void **state) {
     assert_non_null(strstr(dir, "checkpoint-4"));
     sim_init(&b, b_out);
     trainlog_state_free(&b.r.st);
-    if (!ckpt_load(dir, b.r.p, NP, &b.r.opt, &b.r.st, &b.r.pos, err, sizeof err)) fail_msg("%s", err);
+    if (!ckpt_load(dir, b.r.p, NP, NULL, &b.r.opt, &b.r.st, &b.r.pos, err, sizeof err)) fail_msg("%s", err);
     b.last_logged = b.r.pos.global_step;
     char *lines = slurp(b_out, "trainer_log.jsonl");
     assert_non_null(strstr(lines, "{\"current_steps\": 6,"));
@@ -492,6 +526,7 @@ static void test_simulated_run_killed_and_resumed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_resume_reads_own_moments),
         cmocka_unit_test(test_torn_write_keeps_previous),
         cmocka_unit_test(test_sigkill_mid_save),
         cmocka_unit_test(test_damage_is_reported),

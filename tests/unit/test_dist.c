@@ -103,6 +103,33 @@ static void test_slurm_variables(void **state) {
     place_fails(bad, "SLURM_STEP_TASKS_PER_NODE=2(x: cannot read the task count of node 0");
 }
 
+/* MPICH's Hydra (and Intel MPI's, MVAPICH2's): PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS;
+ * no MASTER_ADDR needed (mpiboot.h learns it through MPICH); Open MPI's variables win over them. */
+static void test_mpich_variables(void **state) {
+    (void)state;
+    char *env[] = {"PMI_RANK=2", "PMI_SIZE=4", "MPI_LOCALRANKID=0", "MPI_LOCALNRANKS=2", "PMI_FD=6", NULL};
+    DistPlace p;
+    place_ok(env, &p);
+    assert_int_equal(p.rank, 2);
+    assert_int_equal(p.world_size, 4);
+    assert_int_equal(p.local_rank, 0);
+    assert_int_equal(p.local_world_size, 2);
+    assert_int_equal(p.source, DIST_MPICH);
+    assert_string_equal(dist_source_name(p.source), "MPICH");
+    assert_true(dist_source_is_mpi(p.source));
+    assert_string_equal(p.master_addr, "");
+    char *both[] = {"PMI_RANK=1", "PMI_SIZE=2", "OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=2", NULL};
+    place_ok(both, &p);
+    assert_int_equal(p.source, DIST_MPI);
+    assert_int_equal(p.rank, 0);
+    char *no_size[] = {"PMI_RANK=1", NULL};
+    place_fails(no_size, "PMI_RANK is set but PMI_SIZE is not");
+    char *bad[] = {"PMI_RANK=1", "PMI_SIZE=2", "MPI_LOCALRANKID=x", NULL};
+    place_fails(bad, "MPI_LOCALRANKID");
+    char *beyond[] = {"PMI_RANK=2", "PMI_SIZE=2", NULL};
+    place_fails(beyond, "MPICH: rank 2 is not below the world size 2");
+}
+
 static void test_mpi_variables(void **state) {
     (void)state;
     char *env[] = {"OMPI_COMM_WORLD_RANK=3", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_RANK=1",
@@ -336,6 +363,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_torchrun_variables),
         cmocka_unit_test(test_slurm_variables),
         cmocka_unit_test(test_mpi_variables),
+        cmocka_unit_test(test_mpich_variables),
         cmocka_unit_test(test_first_host_of_slurm_lists),
         cmocka_unit_test(test_three_ranks_meet_and_reduce),
         cmocka_unit_test(test_gradsync_reduces_buckets_in_post_order),

@@ -1,6 +1,6 @@
-/* test_mpiboot.c - ranks started by Open MPI's mpirun with no MASTER_ADDR learn rank 0's
- * address and port from it and meet over TCP; rank 0's bytes reach every rank by MPI_Bcast; a
- * missing library, or an MPI that is not Open MPI, is named with the ways out; nothing is
+/* test_mpiboot.c - ranks started by Open MPI's mpirun or MPICH's mpiexec with no MASTER_ADDR
+ * learn rank 0's address and port from it and meet over TCP; rank 0's bytes reach every rank by
+ * MPI_Bcast; a missing library, or an MPI of another ABI, is named with the ways out; nothing is
  * loaded outside mpirun or when MASTER_ADDR is given.
  *
  * The mpirun tests run this program under mpirun with "child DIR" arguments (see main); each
@@ -11,7 +11,7 @@
 #include "mpiboot.h"
 #include "util.h"
 
-static char self_path[4096], fake_mpich[4096];
+static char self_path[4096], fake_mpi[4096];
 
 /* rank 0 of 2 as mpirun's variables give it, with no MASTER_ADDR */
 static DistPlace mpirun_place(void) {
@@ -40,11 +40,12 @@ static void test_a_missing_library_is_named_with_the_ways_out(void **state) {
     unsetenv("LLFC_MPI");
 }
 
-static void test_an_mpi_that_is_not_open_mpi_is_refused(void **state) {
+static void test_an_mpi_of_another_abi_is_refused(void **state) {
     (void)state;
-    setenv("LLFC_MPI", fake_mpich, 1);
-    find_master_fails("is an MPI library but not Open MPI's (it has no ompi_mpi_comm_world");
-    find_master_fails("MPICH and its kin (Intel MPI, MVAPICH) are not supported");
+    setenv("LLFC_MPI", fake_mpi, 1);
+    find_master_fails("is an MPI library of neither Open MPI's ABI (it has no ompi_mpi_comm_world");
+    find_master_fails("nor MPICH's (its MPI_Get_library_version, \"FakeMPI 0.1, an ABI of its own\", names no MPICH");
+    find_master_fails("set LLFC_MPI to Open MPI's libmpi.so, the one of the mpirun that started this");
     setenv("LLFC_MPI", "libc.so.6", 1);
     find_master_fails("libc.so.6 has no MPI_Init: not an MPI library");
     unsetenv("LLFC_MPI");
@@ -130,18 +131,16 @@ static void test_mpirun_rank_0_picks_a_free_port(void **state) {
     free(dir);
 }
 
-/* As if each rank ran on a node of its own (OMPI_COMM_WORLD_LOCAL_SIZE=1, which mpirun's rank
- * sees after env sets it): rank 0 offers an address other than the loopback (its host name's, or
- * its first interface's) and both meet there. */
-static void test_mpirun_ranks_on_other_nodes_get_an_address_beyond_the_loopback(void **state) {
-    (void)state;
-    MPIRUN_OR_SKIP(mpirun);
+/* `launch` runs 2 ranks told they are on nodes of their own (env_local) with "child DIR": both
+ * report the same address beyond the loopback, from `source`, where they met; skipped on a
+ * machine with no interface but the loopback. */
+static void ranks_meet_beyond_the_loopback(const char *name, const char *launch, const char *env_local,
+                                           const char *source) {
     char *dir = test_tmpdir();
-    char *cmd = xprintf("%s -np 2 env OMPI_COMM_WORLD_LOCAL_SIZE=1 OMPI_COMM_WORLD_LOCAL_RANK=0 %s child %s", mpirun,
-                        self_path, dir), *out;
+    char *cmd = xprintf("%s -np 2 env %s %s child %s", launch, env_local, self_path, dir), *out;
     int rc = test_shell(&out, cmd);
     if (rc != 0 && strstr(out, "has no address the other ranks could reach")) { // a machine with no network
-        fprintf(stderr, "[  SKIPPED ] %s: this machine has no interface but the loopback:\n%s", __func__, out);
+        fprintf(stderr, "[  SKIPPED ] %s: this machine has no interface but the loopback:\n%s", name, out);
         free(out), free(cmd);
         test_rm_rf(dir);
         free(dir);
@@ -149,14 +148,24 @@ static void test_mpirun_ranks_on_other_nodes_get_an_address_beyond_the_loopback(
         return;
     }
     if (rc != 0) fail_msg("command: %s\nexit %d:\n%s", cmd, rc, out);
-    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1);
+    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1), *tail = xprintf(" %s same-bytes met\n", source);
     assert_string_equal(r0, r1);
-    if (!strncmp(r0, "127.", 4) || !strncmp(r0, "::1 ", 4) || !strstr(r0, " Open MPI same-bytes met\n"))
+    if (!strncmp(r0, "127.", 4) || !strncmp(r0, "::1 ", 4) || !strstr(r0, tail))
         fail_msg("wanted an address beyond the loopback where both met, got: %s", r0);
     printf("  rank 0 offered: %s", r0);
-    free(r0), free(r1), free(out), free(cmd);
+    free(r0), free(r1), free(tail), free(out), free(cmd);
     test_rm_rf(dir);
     free(dir);
+}
+
+/* As if each rank ran on a node of its own (OMPI_COMM_WORLD_LOCAL_SIZE=1, which mpirun's rank
+ * sees after env sets it): rank 0 offers an address other than the loopback (its host name's, or
+ * its first interface's) and both meet there. */
+static void test_mpirun_ranks_on_other_nodes_get_an_address_beyond_the_loopback(void **state) {
+    (void)state;
+    MPIRUN_OR_SKIP(mpirun);
+    ranks_meet_beyond_the_loopback(__func__, mpirun, "OMPI_COMM_WORLD_LOCAL_SIZE=1 OMPI_COMM_WORLD_LOCAL_RANK=0",
+                                   "Open MPI");
 }
 
 static void test_mpirun_without_the_library_says_so(void **state) {
@@ -167,6 +176,48 @@ static void test_mpirun_without_the_library_says_so(void **state) {
     char *out;
     assert_int_not_equal(test_shell(&out, cmd), 0);
     if (!strstr(out, "tried LLFC_MPI=/nonexistent (") || !strstr(out, "mpirun -x MASTER_ADDR="))
+        fail_msg("command: %s\n%s", cmd, out);
+    free(out), free(cmd);
+    test_rm_rf(dir);
+    free(dir);
+}
+
+// --- under MPICH's mpiexec (Hydra: PMI_RANK, PMI_SIZE; MPICH's ABI, integer handles)
+
+/* No MASTER_PORT: rank 0 picks a free one, both ranks get it and 127.0.0.1 (one node), rank 0's
+ * bytes come by MPICH's MPI_Bcast, and they meet. */
+static void test_mpich_ranks_learn_rank_0s_address_and_bytes(void **state) {
+    (void)state;
+    MPICH_OR_SKIP(mpiexec);
+    char *dir = test_tmpdir();
+    char *cmd = xprintf("%s -np 2 %s child %s", mpiexec, self_path, dir);
+    run_ranks(cmd);
+    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1);
+    assert_string_equal(r0, r1);
+    int port = 0;
+    if (sscanf(r0, "127.0.0.1 %d MPICH same-bytes met", &port) != 1) fail_msg("rank 0 reported: %s", r0);
+    assert_true(port > 0 && port <= 65535 && port != 29500);
+    printf("  mpiexec.mpich -np 2: %s", r0);
+    free(r0), free(r1), free(cmd);
+    test_rm_rf(dir);
+    free(dir);
+}
+
+/* MPI_LOCALNRANKS=1, as on nodes of their own: rank 0 offers an address beyond the loopback. */
+static void test_mpich_ranks_on_other_nodes_meet_beyond_the_loopback(void **state) {
+    (void)state;
+    MPICH_OR_SKIP(mpiexec);
+    ranks_meet_beyond_the_loopback(__func__, mpiexec, "MPI_LOCALNRANKS=1 MPI_LOCALRANKID=0", "MPICH");
+}
+
+static void test_mpich_without_the_library_says_so(void **state) {
+    (void)state;
+    MPICH_OR_SKIP(mpiexec);
+    char *dir = test_tmpdir();
+    char *cmd = xprintf("LLFC_MPI=/nonexistent %s -np 2 %s child %s", mpiexec, self_path, dir), *out;
+    assert_int_not_equal(test_shell(&out, cmd), 0);
+    if (!strstr(out, "MPICH's (or Intel MPI's, MVAPICH2's) library, which would give them rank 0's address, was "
+                     "not found: tried LLFC_MPI=/nonexistent (") || !strstr(out, "libmpich12"))
         fail_msg("command: %s\n%s", cmd, out);
     free(out), free(cmd);
     test_rm_rf(dir);
@@ -203,15 +254,18 @@ int main(int argc, char **argv) {
     ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
     if (n > 0) self_path[n] = 0;
     if (argc == 3 && !strcmp(argv[1], "child")) return child(argv[2]);
-    test_beside_self(fake_mpich, sizeof fake_mpich, "libfakempich.so");
+    test_beside_self(fake_mpi, sizeof fake_mpi, "libfakempi.so");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_missing_library_is_named_with_the_ways_out),
-        cmocka_unit_test(test_an_mpi_that_is_not_open_mpi_is_refused),
+        cmocka_unit_test(test_an_mpi_of_another_abi_is_refused),
         cmocka_unit_test(test_nothing_is_loaded_unless_mpirun_ranks_lack_master_addr),
         cmocka_unit_test(test_mpirun_ranks_learn_rank_0s_address_and_bytes),
         cmocka_unit_test(test_mpirun_rank_0_picks_a_free_port),
         cmocka_unit_test(test_mpirun_ranks_on_other_nodes_get_an_address_beyond_the_loopback),
         cmocka_unit_test(test_mpirun_without_the_library_says_so),
+        cmocka_unit_test(test_mpich_ranks_learn_rank_0s_address_and_bytes),
+        cmocka_unit_test(test_mpich_ranks_on_other_nodes_meet_beyond_the_loopback),
+        cmocka_unit_test(test_mpich_without_the_library_says_so),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

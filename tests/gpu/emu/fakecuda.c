@@ -14,8 +14,11 @@
  * it starts a collective on such a stream and refuses one whose stream has not waited for all of
  * the legacy stream's work (too strict for a collective that reads nothing written since, never
  * too lax). The work of such a stream is fakenccl's collectives, which say themselves when they
- * are done (ncclCommGetAsyncError): cuStreamQuery says done, and the legacy stream waiting for an
- * event recorded on such a stream is not emulated (CUDA_ERROR_NOT_SUPPORTED, said on stderr). */
+ * are done (ncclCommGetAsyncError): cuStreamQuery says done. An event recorded on such a stream
+ * takes the count of collectives started there so far (fakenccl_enqueued), and the legacy stream
+ * waiting for it runs fakenccl_complete: those collectives run, their inputs are checked and their
+ * results delivered before the legacy stream's next work, as a GPU would order it. A stream of
+ * cuStreamCreate's waiting for another's event is not emulated (CUDA_ERROR_NOT_SUPPORTED). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -59,7 +62,7 @@ CUresult cuMemFree_v2(unsigned long long p) { free((void *)(uintptr_t)p); return
 CUresult cuMemcpyHtoD_v2(unsigned long long d, const void *s, size_t n) { legacy_clock++; memcpy((void *)(uintptr_t)d, s, n); return 0; }
 CUresult cuMemcpyDtoH_v2(void *d, unsigned long long s, size_t n) { legacy_clock++; memcpy(d, (void *)(uintptr_t)s, n); return 0; }
 typedef struct { unsigned magic; long waited; } Stream;      /* the legacy clock it waited for */
-typedef struct { unsigned magic; long clock; void *stream; int recorded; } Event;
+typedef struct { unsigned magic; long clock; void *stream; int recorded; long ops; } Event;
 #define STREAM_MAGIC 0x57AEA3u
 #define EVENT_MAGIC 0xE7E47u
 static CUresult not_emulated(const char *what) { fprintf(stderr, "fakecuda: %s is not emulated\n", what); return NOT_SUPPORTED; }
@@ -111,10 +114,18 @@ CUresult cuStreamCreate(void **s, unsigned flags) { (void)flags; *s = handle_new
 CUresult cuStreamDestroy_v2(void *s) { return handle_free(s, STREAM_MAGIC); }
 CUresult cuEventCreate(void **e, unsigned flags) { (void)flags; *e = handle_new(sizeof(Event), EVENT_MAGIC); return 0; }
 CUresult cuEventDestroy_v2(void *e) { return handle_free(e, EVENT_MAGIC); }
+/* fakenccl.c's fakenccl_enqueued and fakenccl_complete, when the fake NCCL ($LLFC_NCCL) is loaded. */
+static void *nccl_hook(const char *name) {
+    const char *path = getenv("LLFC_NCCL");
+    void *lib = path && *path ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    return lib ? dlsym(lib, name) : NULL;
+}
 CUresult cuEventRecord(void *e, void *stream) {
     Event *ev = event_of(e);
     if (!ev || (stream && !stream_of(stream))) return INVALID_HANDLE;
-    ev->clock = legacy_clock, ev->stream = stream, ev->recorded = 1;
+    long (*enqueued)(void *) = NULL;
+    if (stream) *(void **)&enqueued = nccl_hook("fakenccl_enqueued");
+    ev->clock = legacy_clock, ev->stream = stream, ev->recorded = 1, ev->ops = enqueued ? enqueued(stream) : 0;
     return 0;
 }
 /* A stream waits for the legacy stream's work up to the event's record (a never recorded event:
@@ -125,7 +136,15 @@ CUresult cuStreamWaitEvent(void *stream, void *e, unsigned flags) {
     Stream *st = stream_of(stream);
     if (!ev || (stream && !st)) return INVALID_HANDLE;
     if (!ev->recorded) return 0;
-    if (!st || ev->stream) return not_emulated("waiting for an event recorded on a stream of cuStreamCreate's");
+    if (!st && ev->stream) { /* the legacy stream after a collectives' stream's event */
+        int (*complete)(void *, long) = NULL;
+        *(void **)&complete = nccl_hook("fakenccl_complete");
+        if (!ev->ops) return 0;
+        if (!complete) return not_emulated("waiting for collectives of an NCCL other than fakenccl");
+        return complete(ev->stream, ev->ops) ? 999 : 0; /* CUDA_ERROR_UNKNOWN: the collective's error */
+    }
+    if (!st) return 0; /* the legacy stream after itself */
+    if (ev->stream) return not_emulated("a stream of cuStreamCreate's waiting for another one's event");
     if (ev->clock > st->waited) st->waited = ev->clock;
     return 0;
 }

@@ -29,8 +29,12 @@
  * that reuses a buffer too early is caught too.
  * And on a stream of fakecuda's (not the legacy one), a collective is refused (ncclInvalidUsage)
  * unless that stream waited for everything launched on the legacy stream (cuStreamWaitEvent; see
- * fakecuda.c): on a GPU it could run before those kernels. Not modelled: a collective reading
- * what an earlier one on the same stream writes, with no wait between (llfc never does that).
+ * fakecuda.c): on a GPU it could run before those kernels. The legacy stream may wait for an
+ * event recorded on a collectives' stream instead of the caller polling: fakecuda.c then asks
+ * fakenccl_complete for the collectives started on that stream before the record, which are run,
+ * checked and delivered then (and only those: a later one's result lands no earlier than on a
+ * GPU). Not modelled: a collective reading what an earlier one on the same stream writes, with
+ * no wait between (llfc never does that).
  *
  * fp32 sums, and broadcasts of fp32 or bytes (ncclUint8) only (what llfc uses); anything else is
  * ncclInvalidArgument. */
@@ -75,6 +79,8 @@ static char usage_error[512] = "invalid usage (fakenccl: Duplicate GPU detected)
 typedef struct Op {
     Kind kind;
     int root;
+    void *stream;      /* where it was started, and its number there (fakenccl_enqueued) */
+    long seq;
     size_t bytes;      /* fp32 for the sums; a broadcast moves bytes of any type */
     const void *send;
     void *recv;
@@ -93,6 +99,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     Op *queue, *done;  /* to run, in order; run, their results not yet in recv */
+    Op *running_op;    /* taken off the queue and not finished, or NULL */
     int running, stop; /* an op taken off the queue and not finished; the worker is to end */
     atomic_int error, abort;
     int initializing; /* until every rank has arrived (init_progress) */
@@ -178,7 +185,7 @@ static void *worker(void *arg) {
         if (!c->queue) break;
         Op *op = c->queue;
         c->queue = op->next;
-        c->running = 1;
+        c->running = 1, c->running_op = op;
         pthread_mutex_unlock(&c->mu);
         int rc = atomic_load(&c->error) ? atomic_load(&c->error) : run_op(c, op);
         pthread_mutex_lock(&c->mu);
@@ -186,7 +193,7 @@ static void *worker(void *arg) {
         Op **tail = &c->done;
         while (*tail) tail = &(*tail)->next;
         op->next = NULL, *tail = op;
-        c->running = 0;
+        c->running = 0, c->running_op = NULL;
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -200,11 +207,14 @@ static void free_ops(Op *op) {
     }
 }
 
-/* Whether every run op's send buffer still holds what it held when enqueued (checked before any
- * result lands: an in-place op's recv is its send). */
-static bool inputs_kept(Comm *c) {
+/* The ops of `stream` numbered up to `upto`; every op when stream is NULL. */
+static bool selected(const Op *op, void *stream, long upto) { return !stream || (op->stream == stream && op->seq <= upto); }
+
+/* Whether every selected run op's send buffer still holds what it held when enqueued (checked
+ * before any result lands: an in-place op's recv is its send). */
+static bool inputs_kept(Comm *c, void *stream, long upto) {
     for (Op *op = c->done; op; op = op->next)
-        if (memcmp(op->send, op->in, op->bytes)) {
+        if (selected(op, stream, upto) && memcmp(op->send, op->in, op->bytes)) {
             snprintf(usage_error, sizeof usage_error, "invalid usage (fakenccl: the input of a %s changed before the "
                      "caller waited for it: on a GPU it could have been read after the change)",
                      op->kind == ALLREDUCE ? "ncclAllReduce" : op->kind == REDUCE ? "ncclReduce" : "ncclBroadcast");
@@ -214,12 +224,90 @@ static bool inputs_kept(Comm *c) {
     return true;
 }
 
-/* The results of everything run into their recv, in order: the caller sees them done now. */
-static void deliver(Comm *c) {
-    for (Op *op = c->done; op; op = op->next)
+/* The results of the selected run ops into their recv, in order: the caller sees them done now. */
+static void deliver(Comm *c, void *stream, long upto) {
+    for (Op **at = &c->done; *at;) {
+        Op *op = *at;
+        if (!selected(op, stream, upto)) {
+            at = &op->next;
+            continue;
+        }
         if (op->writes) memcpy(op->recv, op->out, op->bytes);
-    free_ops(c->done);
-    c->done = NULL;
+        *at = op->next;
+        op->next = NULL;
+        free_ops(op);
+    }
+}
+
+// --- what fakecuda.c's legacy stream waits for: the collectives of a stream, up to an event
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static Comm *comms[16]; /* the live communicators of this process */
+static struct { void *stream; long count; } started_on[32]; /* collectives started per stream */
+
+static long *count_of(void *stream) {
+    if (!stream) return NULL; /* the legacy stream: nothing waits for its collectives by event */
+    for (size_t i = 0; i < sizeof started_on / sizeof *started_on; i++)
+        if (started_on[i].stream == stream || !started_on[i].stream) {
+            started_on[i].stream = stream;
+            return &started_on[i].count;
+        }
+    return NULL;
+}
+
+static void registry_add(Comm *c, bool add) {
+    pthread_mutex_lock(&registry_mu);
+    for (size_t i = 0; i < sizeof comms / sizeof *comms; i++)
+        if (add ? !comms[i] : comms[i] == c) {
+            comms[i] = add ? c : NULL;
+            break;
+        }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* How many collectives have been started on `stream` so far (fakecuda.c's event record). */
+long fakenccl_enqueued(void *stream);
+long fakenccl_enqueued(void *stream) {
+    pthread_mutex_lock(&registry_mu);
+    long *n = count_of(stream), v = n ? *n : 0;
+    pthread_mutex_unlock(&registry_mu);
+    return v;
+}
+
+/* Whether c still has a selected op to run. */
+static bool pending(Comm *c, void *stream, long upto) {
+    if (c->running_op && selected(c->running_op, stream, upto)) return true;
+    for (Op *op = c->queue; op; op = op->next)
+        if (selected(op, stream, upto)) return true;
+    return false;
+}
+
+/* The collectives started on `stream`, numbered up to `upto`: wait until they have run, check
+ * their inputs and deliver their results (0), or an NCCL error of theirs (their communicator's). */
+int fakenccl_complete(void *stream, long upto);
+int fakenccl_complete(void *stream, long upto) {
+    const double until = deadline();
+    pthread_mutex_lock(&registry_mu);
+    Comm *live[16];
+    memcpy(live, comms, sizeof live);
+    pthread_mutex_unlock(&registry_mu);
+    for (size_t i = 0; i < sizeof live / sizeof *live; i++) {
+        Comm *c = live[i];
+        if (!c) continue;
+        pthread_mutex_lock(&c->mu);
+        while (!atomic_load(&c->error) && pending(c, stream, upto)) {
+            pthread_mutex_unlock(&c->mu);
+            if (now_s() > until) return SYSTEM_ERROR;
+            pause_briefly();
+            pthread_mutex_lock(&c->mu);
+        }
+        int rc = atomic_load(&c->error);
+        if (!rc && !inputs_kept(c, stream, upto)) atomic_store(&c->error, rc = INVALID_USAGE);
+        if (!rc) deliver(c, stream, upto);
+        pthread_mutex_unlock(&c->mu);
+        if (rc) return rc;
+    }
+    return OK;
 }
 
 // --- fakecuda.c's streams, when it is the driver loaded here
@@ -255,7 +343,11 @@ static int enqueue(Comm *c, Kind kind, const void *send, void *recv, size_t coun
         return INVALID_USAGE;
     }
     Op *o = calloc(1, sizeof *o);
-    o->kind = kind, o->root = root, o->recv = recv;
+    o->kind = kind, o->root = root, o->recv = recv, o->stream = stream;
+    pthread_mutex_lock(&registry_mu);
+    long *n = count_of(stream);
+    o->seq = n ? ++*n : 0;
+    pthread_mutex_unlock(&registry_mu);
     o->bytes = bytes ? count : count * sizeof(float);
     o->in = malloc(o->bytes + 1), o->out = malloc(o->bytes + 1);
     memcpy(o->in, send, o->bytes);
@@ -337,6 +429,7 @@ static int init_start(Comm **out, int n, UniqueId id, int rank) {
         free(c);
         return SYSTEM_ERROR;
     }
+    registry_add(c, true);
     *out = c;
     return OK;
 }
@@ -388,8 +481,8 @@ int ncclCommGetAsyncError(Comm *c, int *err) {
     pthread_mutex_lock(&c->mu);
     *err = atomic_load(&c->error);
     if (!*err && (c->queue || c->running)) *err = IN_PROGRESS;
-    else if (!*err && !inputs_kept(c)) atomic_store(&c->error, *err = INVALID_USAGE);
-    else if (!*err) deliver(c);
+    else if (!*err && !inputs_kept(c, NULL, 0)) atomic_store(&c->error, *err = INVALID_USAGE);
+    else if (!*err) deliver(c, NULL, 0);
     pthread_mutex_unlock(&c->mu);
     return OK;
 }
@@ -401,7 +494,8 @@ static int release(Comm *c) {
     pthread_cond_signal(&c->wake);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->worker, NULL);
-    if (!atomic_load(&c->error)) deliver(c);
+    registry_add(c, false);
+    if (!atomic_load(&c->error)) deliver(c, NULL, 0);
     free_ops(c->done);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->wake);
