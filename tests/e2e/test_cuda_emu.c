@@ -207,7 +207,7 @@ static bool zero3_share(const char *mem, const Plan *p, long long *own) {
  * ZeRO-3 each rank's, holding its own so that the ranks hold each value once; under ZeRO-1/2 each
  * rank's, the others than rank 0 holding a share of the trained values only; otherwise (and at
  * rank 0) the trained values only (LoRA: the frozen base went to the GPU as it was read), or all
- * of them where it writes a whole model (full, freeze). */
+ * of them where it writes a whole model (full, freeze) or merges an adapter into the base. */
 static void host_copies_are_planned(const char *name, const char *out, const Plan *p, int64_t trained, int64_t all) {
     long long lines = 0, zero3 = 0, sharded = 0, sum = 0;
     for (const char *at = strstr(out, "host memory"); at; at = strstr(at + 1, "host memory"), lines++) {
@@ -229,7 +229,8 @@ static void host_copies_are_planned(const char *name, const char *out, const Pla
             sharded++;
             assert_true(held < trained);
         } else {
-            assert_int_equal(held, p->finetune == FT_LORA ? trained : all);
+            const bool merged = strstr(out, "lora: merged the adapter in") != NULL; /* into the host's frozen weights */
+            assert_int_equal(held, p->finetune == FT_LORA && !merged ? trained : all);
         }
     }
     if (!lines) fail_msg("%s: no host memory line in\n%s", name, out);
@@ -462,6 +463,23 @@ static void test_llama_lora_with_dropout(void **state) {
     free(model);
 }
 
+/* LoRA on top of an adapter merged into the base weights (create_new_adapter): the GPU run keeps
+ * every weight in host memory for the merge, sends the merged base up, and follows the CPU
+ * executor, which merges the same adapter. */
+static void test_llama_lora_on_a_merged_adapter(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    char *first = xprintf("%s/first_lora", tmp);
+    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 max_steps=2 "
+                        "learning_rate=0.01 warmup_ratio=0 && %s device=cpu output_dir=%s/adapter0", llfc, first, model,
+                        first, tmp);
+    must(cmd);
+    char *over = xprintf("max_steps=3 adapter_name_or_path=%s/adapter0 create_new_adapter=true", tmp);
+    both_executors_agree("llama_lora_merged", model, over, "adapter_model.safetensors", 0.05);
+    free(over), free(cmd), free(first), free(model);
+}
+
 static void test_llama_full(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
@@ -684,6 +702,18 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
         must(cmd);
         free(cmd);
         printf("  llama_full_zero3   ZeRO-3 wrote the same model bytes as ZeRO-2; 9 gathers a micro-batch\n");
+        // recomputing each layer in the backward pass: the gathers ahead follow the recompute's order
+        char *gc = xprintf("%s/llama_full_zero3_gc", tmp);
+        cmd = xprintf("%s %s/llama_full_zero3.yaml -o %s cutoff_len=32 per_device_train_batch_size=2 max_steps=3 "
+                      "finetuning_type=full learning_rate=1e-4 gradient_checkpointing=true", llfc, tmp, gc);
+        must(cmd);
+        free(two_ranks(gc, "out_zero3_gc", "zero_stage=3", "ZeRO-3: step 1 gathered 9 parameter groups from their "
+                       "owners (8 of them ahead of the layer that needed them)"));
+        free(cmd);
+        cmd = xprintf("cmp %s/out_zero3_gc/model.safetensors %s/model.safetensors", tmp, z2);
+        must(cmd);
+        free(cmd), free(gc);
+        printf("  llama_full_zero3   recomputing in the backward pass: the same model bytes again\n");
     }
     free(z3), free(z2);
     resume_is_exact("llama_full_zero3", trainer, "zero_stage=3");
@@ -872,6 +902,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_device_choice_is_explained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_lora_with_dropout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llama_lora_on_a_merged_adapter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_fp16_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_fp16_lora, setup, teardown),
