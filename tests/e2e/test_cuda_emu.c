@@ -675,9 +675,13 @@ static void test_zero2_two_ranks_over_nccl(void **state) {
  * The curve follows the CPU executor's 2-rank ZeRO-3 run; on the emulation (sums in rank order)
  * it is the very curve and model of GPU ZeRO-2; a step gathers the parameters outside the layers
  * once, every layer forward and all but the two still in their windows backward (2L - 1 = 9 for
- * stories260K's 5 layers); a save at step 2 resumed gives the same bytes. LoRA with gradient
- * accumulation (the owners' gradients accumulate in place, the others' are reduced per
- * micro-batch) and an evaluation on both ranks follows plain data parallel. */
+ * stories260K's 5 layers), all but the first (the parameters outside the layers) gathered ahead
+ * of the op that needs them, in the recompute's order too with gradient checkpointing; a save at
+ * step 2 resumed gives the same bytes. LoRA with gradient accumulation (the owners' gradients
+ * accumulate in place, the others' are reduced per micro-batch) and an evaluation on both ranks
+ * follows plain data parallel, under ZeRO-3 and under ZeRO-2 (whose rank 1 holds only its own
+ * LoRA weights in host memory: the others' first values come from their owners). Freeze under
+ * ZeRO-3: rank 0 gathers the frozen layers from their owners to write the model, and resumes. */
 static void test_zero3_two_ranks_over_nccl(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
@@ -725,15 +729,21 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
                   model);
     must(cmd);
     free(cmd);
-    const char *stage[2] = {"zero_stage=3", "zero_stage=0"}, *dir[2] = {"lora_zero3", "lora_dp"};
-    for (int k = 0; k < 2; k++) free(two_ranks(lora, dir[k], stage[k], NULL));
-    char *d3 = xprintf("%s/lora_zero3", tmp), *d0 = xprintf("%s/lora_dp", tmp);
-    curves_agree("lora_zero3", d3, "zero3", d0, "dp", 3, 1e-5);
-    char *w3 = xprintf("%s/adapter_model.safetensors", d3), *w0 = xprintf("%s/adapter_model.safetensors", d0);
-    double gap = weights_gap(w3, w0);
-    printf("  lora_zero3         adapter: %.2e of the largest from plain data parallel's\n", gap);
-    assert_true(gap < 1e-5);
-    free(w3), free(w0), free(d3), free(d0), free(lora);
+    // (ZeRO-2: rank 1's host holds its own LoRA weights only, the others come from their owners)
+    const char *stage[3] = {"zero_stage=3", "zero_stage=0", "zero_stage=2"}, *label[3] = {"zero3", "dp", "zero2"};
+    const char *dir[3] = {"lora_zero3", "lora_dp", "lora_zero2"};
+    for (int k = 0; k < 3; k++) free(two_ranks(lora, dir[k], stage[k], NULL));
+    char *d0 = xprintf("%s/lora_dp", tmp), *w0 = xprintf("%s/adapter_model.safetensors", d0);
+    double gap = 0;
+    for (int k = 0; k < 3; k += 2) {
+        char *dk = xprintf("%s/%s", tmp, dir[k]), *wk = xprintf("%s/adapter_model.safetensors", dk);
+        curves_agree(dir[k], dk, label[k], d0, label[1], 3, 1e-5);
+        gap = weights_gap(wk, w0);
+        printf("  %-18s adapter: %.2e of the largest from plain data parallel's\n", dir[k], gap);
+        assert_true(gap < 1e-5);
+        free(dk), free(wk);
+    }
+    free(w0), free(d0), free(lora);
     // freeze: the frozen layers' host copies are their owners' only; rank 0 gathers them to write
     char *freeze = xprintf("%s/freeze_trainer", tmp);
     cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 per_device_train_batch_size=2 "
@@ -742,7 +752,8 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     free(cmd);
     const char *fdir[2] = {"freeze_zero3", "freeze_dp"};
     for (int k = 0; k < 2; k++) free(two_ranks(freeze, fdir[k], stage[k], NULL));
-    w3 = xprintf("%s/freeze_zero3/model.safetensors", tmp), w0 = xprintf("%s/freeze_dp/model.safetensors", tmp);
+    char *w3 = xprintf("%s/freeze_zero3/model.safetensors", tmp);
+    w0 = xprintf("%s/freeze_dp/model.safetensors", tmp);
     gap = weights_gap(w3, w0);
     printf("  freeze_zero3       model: %.2e of the largest from plain data parallel's\n", gap);
     assert_true(gap < 1e-5);
