@@ -927,5 +927,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),
     };
     if (getenv("LLFC_TEST_FILTER")) cmocka_set_test_filter(getenv("LLFC_TEST_FILTER")); // e.g. "*rank*", "*qwen2*"
+    if (getenv("LLFC_TEST_SKIP")) cmocka_set_skip_filter(getenv("LLFC_TEST_SKIP")); // one GPU: "*ranks*"
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
