@@ -87,6 +87,7 @@ typedef struct {
     int *plan_owner;                               /* ZeRO-3: the rank that keeps plan parameter i */
     GradSync *sync;                                /* CPU data parallel: reduction during backward */
     bool overlap;                                  /* GPU data parallel over NCCL: the same (exec_cuda) */
+    bool nccl_alone;                               /* LLFC_NCCL_ONE_RANK=1: one GPU through the NCCL path */
     OptParam *owned;                               /* ZeRO: this rank's parameters */
     size_t n_owned;
     bool fp16;                                     /* the GPU keeps f16: loss scaling */
@@ -828,7 +829,7 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
  * executor sent each layer's to their owners as it went), or, where some rank has no NCCL (never
  * under ZeRO: open_nccl), through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || run->world == 1) return reduce_grads(run, err, errlen);
+    if (!run->gpu || (run->world == 1 && !run->nccl_alone)) return reduce_grads(run, err, errlen);
     if (run->zero >= 2) return true;
     if (run->overlap) return exec_cuda_overlap_finish(run->gpu, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
@@ -1081,9 +1082,16 @@ static bool join_ranks(Run *run, char *err, size_t errlen) {
     if (kill_spec && sscanf(kill_spec, "%d:%lld", &kill_rank, &kill_step) == 2 && kill_rank == place.rank)
         run->die_at_step = kill_step;
     run->local_rank = place.local_rank;
-    if (place.world_size == 1) return true;
+    // a check of the data-parallel NCCL path (communicator, buckets, all-reduces) on one GPU
+    const char *alone = getenv("LLFC_NCCL_ONE_RANK");
+    run->nccl_alone = place.world_size == 1 && alone && !strcmp(alone, "1");
+    if (place.world_size == 1 && !run->nccl_alone) return true;
     run->group = dist_connect(&place, (int)R_INT(run->r, ddp_timeout), err, errlen);
     if (!run->group) return false;
+    if (run->nccl_alone) {
+        fprintf(stderr, "data parallel: one rank, its gradients through NCCL all the same (LLFC_NCCL_ONE_RANK=1)\n");
+        return true;
+    }
     run->rank = place.rank, run->world = place.world_size, run->local_rank = place.local_rank;
     run->zero = (int)R_INT(run->r, zero_stage);
     if (run->rank == 0 && mpiboot_active())
@@ -1107,6 +1115,7 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
     char why[ERR_LEN];
     run->nccl = exec_cuda_open_nccl(run->gpu, run->group, (int)R_INT(run->r, ddp_timeout), &absent, why, sizeof why);
     if (!run->nccl && !absent) return errf(err, errlen, "%s", why);
+    if (!run->nccl && run->nccl_alone) return errf(err, errlen, "LLFC_NCCL_ONE_RANK=1: %s", why);
     if (!run->nccl && run->zero)
         return errf(err, errlen, "zero_stage %d on GPUs needs NCCL on every rank: %s; install NCCL (libnccl2) or set "
                     "LLFC_NCCL, or set zero_stage: 0 (gradients through host copies over TCP, slow)", run->zero, why);
@@ -1134,7 +1143,7 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
  * communication stream as soon as the last micro-batch's backward pass is done with them, while
  * it goes on with the layers below (exec_cuda_overlap_start). */
 static bool start_overlap(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || !run->nccl || run->world == 1 || run->zero >= 2) return true;
+    if (!run->gpu || !run->nccl || (run->world == 1 && !run->nccl_alone) || run->zero >= 2) return true;
     if (!exec_cuda_overlap_start(run->gpu, run->nccl, err, errlen)) return false;
     run->overlap = true;
     const ExecCudaOverlap *st = exec_cuda_overlap_stats(run->gpu);
@@ -1160,7 +1169,9 @@ static bool setup(Run *run, char *err, size_t errlen) {
     optim_scaler_init(&run->scaler, init_scale && *init_scale ? strtod(init_scale, NULL) : 65536.0);
     if (run->zero) report_memory(run);
     start_gradsync(run);
-    if (run->gpu && run->world > 1 && (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen))) return false;
+    if (run->gpu && (run->world > 1 || run->nccl_alone) &&
+        (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen)))
+        return false;
     // ZeRO-1/2: a rank's host held only its own trained weights; the others' come from their owners
     if (run->gpu && run->zero && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);

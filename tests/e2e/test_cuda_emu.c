@@ -761,6 +761,45 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     free(w3), free(w0), free(freeze), free(model);
 }
 
+/* LLFC_NCCL_ONE_RANK=1: one GPU's gradients go through the data-parallel NCCL path (a
+ * communicator of one rank, a bucket a layer all-reduced on the communication stream as the
+ * backward pass goes on) and the run is the one without it, to the bit. On a real GPU
+ * (LLFC_CUDA_REAL=1, tests/gpu/device_checks.sh) this is issue 8's check of the NCCL code on one
+ * GPU; without NCCL the run stops saying so. */
+static void test_one_gpu_through_nccl(void **state) {
+    (void)state;
+    SHARED_OR_SKIP(model, "models/stories260K/hf");
+    if (!emulation_or_skip(__func__)) return;
+    char *trainer = xprintf("%s/one_gpu", tmp);
+    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 "
+                        "per_device_train_batch_size=2 max_steps=3 finetuning_type=full learning_rate=1e-4", llfc,
+                        trainer, model);
+    must(cmd);
+    free(cmd);
+    const char *dir[2] = {"one_alone", "one_nccl"}, *env[2] = {"", "LLFC_NCCL_ONE_RANK=1"};
+    for (int k = 0; k < 2; k++) {
+        char *args = xprintf("device=cuda output_dir=%s/%s", tmp, dir[k]), *run = gpu_run(trainer, args), *out;
+        cmd = xprintf("%s %s", env[k], run);
+        int rc = test_shell(&out, cmd);
+        bool said = strstr(out, "data parallel: gradients summed on the GPUs by NCCL") &&
+                    strstr(out, "data parallel: gradients reduced in 6 buckets a step");
+        if (rc != 0 || said != (k == 1)) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+        free(out), free(cmd), free(run), free(args);
+    }
+    char *a = xprintf("%s/%s", tmp, dir[0]), *b = xprintf("%s/%s", tmp, dir[1]);
+    curves_agree("one_gpu_nccl", b, "nccl", a, "alone", 3, 0);
+    cmd = xprintf("cmp %s/model.safetensors %s/model.safetensors", a, b);
+    must(cmd);
+    printf("  one_gpu_nccl       through NCCL's path on one rank: the same model bytes\n");
+    free(cmd);
+    char *args = xprintf("device=cuda output_dir=%s/one_none", tmp), *run = gpu_run(trainer, args), *out;
+    cmd = xprintf("LLFC_NCCL_ONE_RANK=1 LLFC_NCCL=/nonexistent/libnccl.so.2 %s", run);
+    int rc = test_shell(&out, cmd);
+    if (rc == 0 || !strstr(out, "LLFC_NCCL_ONE_RANK=1: NCCL not found: tried /nonexistent/libnccl.so.2"))
+        fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out), free(cmd), free(run), free(args), free(a), free(b), free(trainer), free(model);
+}
+
 /* Freeze: the last layer trains, everything else has no fp32 master on the device and its host
  * copy is what the written model holds. */
 static void test_llama_freeze(void **state) {
@@ -922,6 +961,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_zero2_two_ranks_over_nccl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero3_two_ranks_over_nccl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llama_freeze, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_gpu_through_nccl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen2_full_with_biases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qwen3_lora_checkpointed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemma2_lora_softcaps_and_window, setup, teardown),

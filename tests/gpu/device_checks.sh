@@ -18,7 +18,9 @@
 #   2. test_cuda_emu with LLFC_CUDA_REAL=1 LLFC_CUDA_STEPS=$STEPS (default 50): whole runs, LoRA
 #      and full, fp16, freeze, Qwen2, Qwen3 and Gemma2 shapes, on the GPU against the CPU
 #      executor's curve within bf16 tolerance; the trainers are compiled there by the llfc built
-#      here. One GPU: the tests of several ranks are left out (LLFC_TEST_SKIP).
+#      here; and one GPU's gradients through the data-parallel NCCL path (LLFC_NCCL_ONE_RANK=1,
+#      issue 8's single-GPU check of the NCCL code) equal to the run without it. One GPU: the
+#      tests of several ranks are left out (LLFC_TEST_SKIP).
 # Logs come back through $OUT: gpu.txt, kernels.log, curves.log, summary.txt.
 set -u
 cd "$(dirname "$0")/../.."
@@ -86,6 +88,6 @@ case "${1:-}" in
     [ -n "${2:-}" ] || { echo "usage: $0 --run build/device.tgz" >&2; exit 2; }
     run "$2" ;;
 *)
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2 ;;
 esac
