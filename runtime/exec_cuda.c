@@ -108,7 +108,7 @@ struct ExecCuda {
     int32_t *placed, n_placed;         /* with guards: the tensors that have bytes, by address */
     CuPtr m, v, colsum, partial, norm_coef, chunk, dchunk, row_max, row_sum, target, loss_sum, count, inv_freq;
     float *host[2];                    /* host copies of PARAM and GRAD */
-    bool *held;                        /* per plan parameter, whether host[0] holds it (NULL: all do) */
+    bool *held;                        /* per plan parameter, whether host[0] holds it (NULL: all do; see load) */
     float *gathered;                   /* ZeRO-3, rank 0 while it writes: the others' parameters */
     ExecParam *trainable, *all;
     size_t n_trainable, n_all;
@@ -567,16 +567,6 @@ bool exec_cuda_act_layout(const Plan *plan, const char *launches, size_t len, in
     return ok;
 }
 
-/* ZeRO-3: the parameters whose fp32 host copies this rank holds: its own (each owner loads,
- * merges and initializes its own; rank 0 gathers the others only to write them, exec_cuda_collect).
- * NULL (all of them) otherwise, until exec_cuda_load_model decides. */
-static bool *held_params(const Plan *p, const ExecCudaShard *sh) {
-    if (!sh || !sh->param_owner) return NULL;
-    bool *held = xcalloc((size_t)p->n_params + 1, sizeof *held);
-    for (int32_t i = 0; i < p->n_params; i++) held[i] = sh->param_owner[i] == sh->rank;
-    return held;
-}
-
 /* The views of the host copies, again after `held` changed. */
 static void make_views(ExecCuda *ex) {
     free(ex->all), free(ex->trainable);
@@ -597,7 +587,6 @@ ExecCuda *exec_cuda_new_sharded(const Plan *plan, const Payload *payload, int de
     ex->plan = plan, ex->seed = seed, ex->d = d;
     for (int j = 0; j < 3; j++) ex->optimizer[j] = -1;
     snprintf(ex->device, sizeof ex->device, "%s (sm_%d)", cudrv_name(d), cudrv_arch(d));
-    ex->held = held_params(plan, shard);
     ex->host[0] = xcalloc((size_t)plan->region_size[PLAN_PARAM] + 1, sizeof(float)); /* pages never written stay unmapped */
     ex->host[1] = xcalloc((size_t)plan->region_size[PLAN_GRAD] + 1, sizeof(float));
     make_views(ex);
@@ -759,20 +748,23 @@ static bool frozen_to_device(void *ctx, int32_t param, const float *values, char
     return put_16bit(ex, t->offset, values, t->numel, err, errlen);
 }
 
-/* Without ZeRO-3 every GPU has every weight, but the host keeps only what it will use again:
- * the trained weights (AdamW's masters start from them; under ZeRO-1/2 a rank's own, and at
+/* The host keeps only the weights it will use again. Under ZeRO-3 a rank's own (each owner
+ * loads, merges and initializes its own; rank 0 gathers the others only to write them,
+ * exec_cuda_collect); the others are skipped. Else every GPU has every weight, and the host
+ * keeps the trained ones (AdamW's masters start from them; under ZeRO-1/2 a rank's own, and at
  * rank 0, which writes checkpoints, all) and, with keep_frozen, every weight (adapters to merge
  * into the frozen ones, a whole model to write); every other one goes to the GPU as it is read,
  * so a rank's RAM never holds the fp32 model. (Under ZeRO-1/2 the owners' broadcast,
  * exec_cuda_broadcast_params, then brings the other ranks' trained weights, LoRA's first.) */
 bool exec_cuda_load_model(ExecCuda *ex, const char *path, bool keep_frozen, char *err, size_t errlen) {
     const Plan *p = ex->plan;
-    bool zero3 = ex->win && ex->win->values;
-    if (!zero3 && !keep_frozen) {
+    const bool zero3 = ex->win && ex->win->values;
+    if (zero3 || !keep_frozen) {
         free(ex->held);
         ex->held = xcalloc((size_t)p->n_params + 1, sizeof *ex->held);
         for (int32_t i = 0; i < p->n_params; i++)
-            ex->held[i] = p->params[i].trainable && (!ex->owner || ex->rank == 0 || ex->param_owner[i] == ex->rank);
+            ex->held[i] = zero3 ? ex->param_owner[i] == ex->rank
+                                : p->params[i].trainable && (!ex->owner || ex->rank == 0 || ex->param_owner[i] == ex->rank);
         make_views(ex);
     }
     return exec_params_load_model(p, ex->host[0], ex->held, zero3 ? NULL : frozen_to_device, ex, path, err, errlen);

@@ -825,11 +825,15 @@ static bool reduce_grads(Run *run, char *err, size_t errlen) {
     return true;
 }
 
+/* Whether a GPU run's gradients take the data-parallel path: several ranks, or one through NCCL
+ * (LLFC_NCCL_ONE_RANK=1). */
+static bool gpu_data_parallel(const Run *run) { return run->gpu && (run->world > 1 || run->nccl_alone); }
+
 /* The step's gradients summed over the ranks; on GPUs by NCCL on the devices (under ZeRO-2/3 the
  * executor sent each layer's to their owners as it went), or, where some rank has no NCCL (never
  * under ZeRO: open_nccl), through host copies and the TCP group. */
 static bool sum_step_grads(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || (run->world == 1 && !run->nccl_alone)) return reduce_grads(run, err, errlen);
+    if (!gpu_data_parallel(run)) return reduce_grads(run, err, errlen);
     if (run->zero >= 2) return true;
     if (run->overlap) return exec_cuda_overlap_finish(run->gpu, err, errlen);
     if (run->nccl) return exec_cuda_allreduce_grads(run->gpu, run->nccl, err, errlen);
@@ -1143,7 +1147,7 @@ static bool open_nccl(Run *run, char *err, size_t errlen) {
  * communication stream as soon as the last micro-batch's backward pass is done with them, while
  * it goes on with the layers below (exec_cuda_overlap_start). */
 static bool start_overlap(Run *run, char *err, size_t errlen) {
-    if (!run->gpu || !run->nccl || (run->world == 1 && !run->nccl_alone) || run->zero >= 2) return true;
+    if (!gpu_data_parallel(run) || !run->nccl || run->zero >= 2) return true;
     if (!exec_cuda_overlap_start(run->gpu, run->nccl, err, errlen)) return false;
     run->overlap = true;
     const ExecCudaOverlap *st = exec_cuda_overlap_stats(run->gpu);
@@ -1169,9 +1173,7 @@ static bool setup(Run *run, char *err, size_t errlen) {
     optim_scaler_init(&run->scaler, init_scale && *init_scale ? strtod(init_scale, NULL) : 65536.0);
     if (run->zero) report_memory(run);
     start_gradsync(run);
-    if (run->gpu && (run->world > 1 || run->nccl_alone) &&
-        (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen)))
-        return false;
+    if (gpu_data_parallel(run) && (!open_nccl(run, err, errlen) || !start_overlap(run, err, errlen))) return false;
     // ZeRO-1/2: a rank's host held only its own trained weights; the others' come from their owners
     if (run->gpu && run->zero && !exec_cuda_broadcast_params(run->gpu, run->nccl, err, errlen)) return false;
     run->accum = R_INT(r, gradient_accumulation_steps);

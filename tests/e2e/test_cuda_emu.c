@@ -449,6 +449,25 @@ static void runs_agree(const char *name, const char *model, const char *override
     free(wg), free(wc), free(gpu_dir), free(cpu_dir), free(trainer), free(recipe);
 }
 
+/* tmp/name: the demo recipe on model, cutoff_len 32, with overrides (the trainer's path). */
+static char *small_trainer(const char *name, const char *model, const char *overrides) {
+    char *trainer = xprintf("%s/%s", tmp, name);
+    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 %s", llfc, trainer,
+                        model, overrides);
+    must(cmd);
+    free(cmd);
+    return trainer;
+}
+
+/* tmp/a_dir's weights file within 1e-5 (of the largest value) of tmp/dp_dir's, plain data parallel's. */
+static void weights_like_dp(const char *name, const char *a_dir, const char *dp_dir, const char *file) {
+    char *a = xprintf("%s/%s/%s", tmp, a_dir, file), *b = xprintf("%s/%s/%s", tmp, dp_dir, file);
+    const double gap = weights_gap(a, b);
+    printf("  %-18s %s: %.2e of the largest from plain data parallel's\n", name, file, gap);
+    assert_true(gap < 1e-5);
+    free(a), free(b);
+}
+
 static void both_executors_agree(const char *name, const char *model, const char *overrides, const char *weights_file,
                                  double weights_tol) {
     runs_agree(name, model, overrides, weights_file, weights_tol, 0.02, "", "on the CUDA executor");
@@ -470,10 +489,8 @@ static void test_llama_lora_on_a_merged_adapter(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
     if (!emulation_or_skip(__func__)) return;
-    char *first = xprintf("%s/first_lora", tmp);
-    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 max_steps=2 "
-                        "learning_rate=0.01 warmup_ratio=0 && %s device=cpu output_dir=%s/adapter0", llfc, first, model,
-                        first, tmp);
+    char *first = small_trainer("first_lora", model, "max_steps=2 learning_rate=0.01 warmup_ratio=0");
+    char *cmd = xprintf("%s device=cpu output_dir=%s/adapter0", first, tmp);
     must(cmd);
     char *over = xprintf("max_steps=3 adapter_name_or_path=%s/adapter0 create_new_adapter=true", tmp);
     both_executors_agree("llama_lora_merged", model, over, "adapter_model.safetensors", 0.05);
@@ -723,42 +740,28 @@ static void test_zero3_two_ranks_over_nccl(void **state) {
     resume_is_exact("llama_full_zero3", trainer, "zero_stage=3");
     free(trainer);
     // LoRA, accumulating over 2 micro-batches, evaluated on every rank
-    char *lora = xprintf("%s/lora_trainer", tmp);
-    cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 per_device_train_batch_size=2 "
-                  "max_steps=3 val_size=4 eval_strategy=steps eval_steps=2 gradient_accumulation_steps=2", llfc, lora,
-                  model);
-    must(cmd);
-    free(cmd);
+    char *lora = small_trainer("lora_trainer", model, "per_device_train_batch_size=2 max_steps=3 val_size=4 "
+                               "eval_strategy=steps eval_steps=2 gradient_accumulation_steps=2");
     // (ZeRO-2: rank 1's host holds its own LoRA weights only, the others come from their owners)
     const char *stage[3] = {"zero_stage=3", "zero_stage=0", "zero_stage=2"}, *label[3] = {"zero3", "dp", "zero2"};
     const char *dir[3] = {"lora_zero3", "lora_dp", "lora_zero2"};
     for (int k = 0; k < 3; k++) free(two_ranks(lora, dir[k], stage[k], NULL));
-    char *d0 = xprintf("%s/lora_dp", tmp), *w0 = xprintf("%s/adapter_model.safetensors", d0);
-    double gap = 0;
+    char *d0 = xprintf("%s/lora_dp", tmp);
     for (int k = 0; k < 3; k += 2) {
-        char *dk = xprintf("%s/%s", tmp, dir[k]), *wk = xprintf("%s/adapter_model.safetensors", dk);
+        char *dk = xprintf("%s/%s", tmp, dir[k]);
         curves_agree(dir[k], dk, label[k], d0, label[1], 3, 1e-5);
-        gap = weights_gap(wk, w0);
-        printf("  %-18s adapter: %.2e of the largest from plain data parallel's\n", dir[k], gap);
-        assert_true(gap < 1e-5);
-        free(dk), free(wk);
+        weights_like_dp(dir[k], dir[k], dir[1], "adapter_model.safetensors");
+        free(dk);
     }
-    free(w0), free(d0), free(lora);
+    free(d0), free(lora);
     // freeze: the frozen layers' host copies are their owners' only; rank 0 gathers them to write
-    char *freeze = xprintf("%s/freeze_trainer", tmp);
-    cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 per_device_train_batch_size=2 "
-                  "max_steps=3 finetuning_type=freeze freeze_trainable_layers=1 learning_rate=1e-4", llfc, freeze, model);
-    must(cmd);
-    free(cmd);
+    char *freeze = small_trainer("freeze_trainer", model, "per_device_train_batch_size=2 max_steps=3 "
+                                 "finetuning_type=freeze freeze_trainable_layers=1 learning_rate=1e-4");
     const char *fdir[2] = {"freeze_zero3", "freeze_dp"};
     for (int k = 0; k < 2; k++) free(two_ranks(freeze, fdir[k], stage[k], NULL));
-    char *w3 = xprintf("%s/freeze_zero3/model.safetensors", tmp);
-    w0 = xprintf("%s/freeze_dp/model.safetensors", tmp);
-    gap = weights_gap(w3, w0);
-    printf("  freeze_zero3       model: %.2e of the largest from plain data parallel's\n", gap);
-    assert_true(gap < 1e-5);
+    weights_like_dp("freeze_zero3", fdir[0], fdir[1], "model.safetensors");
     resume_is_exact("freeze_zero3", freeze, "zero_stage=3");
-    free(w3), free(w0), free(freeze), free(model);
+    free(freeze), free(model);
 }
 
 /* LLFC_NCCL_ONE_RANK=1: one GPU's gradients go through the data-parallel NCCL path (a
@@ -770,12 +773,9 @@ static void test_one_gpu_through_nccl(void **state) {
     (void)state;
     SHARED_OR_SKIP(model, "models/stories260K/hf");
     if (!emulation_or_skip(__func__)) return;
-    char *trainer = xprintf("%s/one_gpu", tmp);
-    char *cmd = xprintf("%s recipes/demo_lora_sft.yaml -o %s model_name_or_path=%s cutoff_len=32 "
-                        "per_device_train_batch_size=2 max_steps=3 finetuning_type=full learning_rate=1e-4", llfc,
-                        trainer, model);
-    must(cmd);
-    free(cmd);
+    char *trainer = small_trainer("one_gpu", model, "per_device_train_batch_size=2 max_steps=3 finetuning_type=full "
+                                  "learning_rate=1e-4");
+    char *cmd;
     const char *dir[2] = {"one_alone", "one_nccl"}, *env[2] = {"", "LLFC_NCCL_ONE_RANK=1"};
     for (int k = 0; k < 2; k++) {
         char *args = xprintf("device=cuda output_dir=%s/%s", tmp, dir[k]), *run = gpu_run(trainer, args), *out;

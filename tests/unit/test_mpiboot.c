@@ -114,21 +114,28 @@ static void test_mpirun_ranks_learn_rank_0s_address_and_bytes(void **state) {
     free(dir);
 }
 
-/* No MASTER_PORT anywhere: rank 0 picks a free one (not the default 29500) and both use it. */
+/* `launch -np 2 child DIR` with no MASTER_PORT anywhere: rank 0 picks a free one (not the default
+ * 29500), both ranks use it at 127.0.0.1 (one node) and get rank 0's bytes through `source`'s MPI,
+ * and they meet. */
+static void ranks_share_a_free_port(const char *launch, const char *source) {
+    char *dir = test_tmpdir();
+    char *cmd = xprintf("%s -np 2 %s child %s", launch, self_path, dir);
+    run_ranks(cmd);
+    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1), *tail = xprintf(" %s same-bytes met\n", source);
+    assert_string_equal(r0, r1);
+    int port = 0;
+    if (sscanf(r0, "127.0.0.1 %d ", &port) != 1 || !strstr(r0, tail)) fail_msg("rank 0 reported: %s", r0);
+    assert_true(port > 0 && port <= 65535 && port != 29500);
+    printf("  %s -np 2: %s", source, r0);
+    free(r0), free(r1), free(tail), free(cmd);
+    test_rm_rf(dir);
+    free(dir);
+}
+
 static void test_mpirun_rank_0_picks_a_free_port(void **state) {
     (void)state;
     MPIRUN_OR_SKIP(mpirun);
-    char *dir = test_tmpdir();
-    char *cmd = xprintf("%s -np 2 %s child %s", mpirun, self_path, dir);
-    run_ranks(cmd);
-    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1);
-    assert_string_equal(r0, r1);
-    int port = 0;
-    assert_int_equal(sscanf(r0, "127.0.0.1 %d Open MPI same-bytes met", &port), 1);
-    assert_true(port > 0 && port <= 65535 && port != 29500);
-    free(r0), free(r1), free(cmd);
-    test_rm_rf(dir);
-    free(dir);
+    ranks_share_a_free_port(mpirun, "Open MPI");
 }
 
 /* `launch` runs 2 ranks told they are on nodes of their own (env_local) with "child DIR": both
@@ -184,23 +191,11 @@ static void test_mpirun_without_the_library_says_so(void **state) {
 
 // --- under MPICH's mpiexec (Hydra: PMI_RANK, PMI_SIZE; MPICH's ABI, integer handles)
 
-/* No MASTER_PORT: rank 0 picks a free one, both ranks get it and 127.0.0.1 (one node), rank 0's
- * bytes come by MPICH's MPI_Bcast, and they meet. */
+/* The same as under Open MPI's mpirun, through MPICH's MPI_Bcast. */
 static void test_mpich_ranks_learn_rank_0s_address_and_bytes(void **state) {
     (void)state;
     MPICH_OR_SKIP(mpiexec);
-    char *dir = test_tmpdir();
-    char *cmd = xprintf("%s -np 2 %s child %s", mpiexec, self_path, dir);
-    run_ranks(cmd);
-    char *r0 = rank_report(dir, 0), *r1 = rank_report(dir, 1);
-    assert_string_equal(r0, r1);
-    int port = 0;
-    if (sscanf(r0, "127.0.0.1 %d MPICH same-bytes met", &port) != 1) fail_msg("rank 0 reported: %s", r0);
-    assert_true(port > 0 && port <= 65535 && port != 29500);
-    printf("  mpiexec.mpich -np 2: %s", r0);
-    free(r0), free(r1), free(cmd);
-    test_rm_rf(dir);
-    free(dir);
+    ranks_share_a_free_port(mpiexec, "MPICH");
 }
 
 /* MPI_LOCALNRANKS=1, as on nodes of their own: rank 0 offers an address beyond the loopback. */

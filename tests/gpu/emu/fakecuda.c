@@ -114,18 +114,24 @@ CUresult cuStreamCreate(void **s, unsigned flags) { (void)flags; *s = handle_new
 CUresult cuStreamDestroy_v2(void *s) { return handle_free(s, STREAM_MAGIC); }
 CUresult cuEventCreate(void **e, unsigned flags) { (void)flags; *e = handle_new(sizeof(Event), EVENT_MAGIC); return 0; }
 CUresult cuEventDestroy_v2(void *e) { return handle_free(e, EVENT_MAGIC); }
-/* fakenccl.c's fakenccl_enqueued and fakenccl_complete, when the fake NCCL ($LLFC_NCCL) is loaded. */
-static void *nccl_hook(const char *name) {
+/* fakenccl.c's fakenccl_enqueued and fakenccl_complete, once the fake NCCL ($LLFC_NCCL) is loaded
+ * (looked for until found: it is loaded after this driver). */
+static long (*nccl_enqueued)(void *);
+static int (*nccl_complete)(void *, long);
+static void find_nccl_hooks(void) {
+    if (nccl_enqueued) return;
     const char *path = getenv("LLFC_NCCL");
     void *lib = path && *path ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
-    return lib ? dlsym(lib, name) : NULL;
+    if (!lib) return;
+    *(void **)&nccl_complete = dlsym(lib, "fakenccl_complete");
+    *(void **)&nccl_enqueued = dlsym(lib, "fakenccl_enqueued"); /* lib's reference stays: so do they */
 }
 CUresult cuEventRecord(void *e, void *stream) {
     Event *ev = event_of(e);
     if (!ev || (stream && !stream_of(stream))) return INVALID_HANDLE;
-    long (*enqueued)(void *) = NULL;
-    if (stream) *(void **)&enqueued = nccl_hook("fakenccl_enqueued");
-    ev->clock = legacy_clock, ev->stream = stream, ev->recorded = 1, ev->ops = enqueued ? enqueued(stream) : 0;
+    if (stream) find_nccl_hooks();
+    ev->clock = legacy_clock, ev->stream = stream, ev->recorded = 1;
+    ev->ops = stream && nccl_enqueued ? nccl_enqueued(stream) : 0;
     return 0;
 }
 /* A stream waits for the legacy stream's work up to the event's record (a never recorded event:
@@ -137,11 +143,9 @@ CUresult cuStreamWaitEvent(void *stream, void *e, unsigned flags) {
     if (!ev || (stream && !st)) return INVALID_HANDLE;
     if (!ev->recorded) return 0;
     if (!st && ev->stream) { /* the legacy stream after a collectives' stream's event */
-        int (*complete)(void *, long) = NULL;
-        *(void **)&complete = nccl_hook("fakenccl_complete");
         if (!ev->ops) return 0;
-        if (!complete) return not_emulated("waiting for collectives of an NCCL other than fakenccl");
-        return complete(ev->stream, ev->ops) ? 999 : 0; /* CUDA_ERROR_UNKNOWN: the collective's error */
+        if (!nccl_complete) return not_emulated("waiting for collectives of an NCCL other than fakenccl");
+        return nccl_complete(ev->stream, ev->ops) ? 999 : 0; /* CUDA_ERROR_UNKNOWN: the collective's error */
     }
     if (!st) return 0; /* the legacy stream after itself */
     if (ev->stream) return not_emulated("a stream of cuStreamCreate's waiting for another one's event");
